@@ -1,0 +1,50 @@
+"""kloader: deterministic, epoch-aware data loading for Keras 3 on every backend.
+
+The batches of epoch e are a pure function of (seed, e): the same on the
+TensorFlow, JAX and PyTorch backends, for any number of worker processes, on
+every run and after a resume.
+
+Names that need Keras are imported on first use, so that worker processes,
+which import this package to unpickle their work, never import Keras (and with
+it TensorFlow or JAX).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from kloader._errors import SampleError, WorkerError
+
+if TYPE_CHECKING:
+    from kloader._callbacks import BackupAndRestore, EpochSync
+    from kloader._loader import Loader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackupAndRestore",
+    "EpochSync",
+    "Loader",
+    "SampleError",
+    "WorkerError",
+]
+
+_LAZY = {
+    "BackupAndRestore": "kloader._callbacks",
+    "EpochSync": "kloader._callbacks",
+    "Loader": "kloader._loader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kloader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

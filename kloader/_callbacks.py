@@ -1,0 +1,209 @@
+"""Keras callbacks that keep a Loader on Keras's epoch numbers, and resume it exactly.
+
+Without a callback a Loader counts its own epochs: each epoch Keras completes
+moves it on by one, so a fresh `fit` trains epoch e on the loader's epoch e,
+and a second `fit` continues with the next epochs. Two things need Keras's
+epoch number, which only callbacks receive:
+
+- `fit(initial_epoch=k)` and `keras.callbacks.BackupAndRestore`, which must
+  train epoch k on the loader's epoch k: use `EpochSync(loader)`.
+- Resuming in the middle of an epoch. Keras's BackupAndRestore saves the batch
+  but restarts the epoch from batch 0; `kloader.BackupAndRestore` saves the
+  loader's position with the weights and resumes at the next batch, so the
+  samples trained on equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+import keras
+
+from kloader._loader import Loader
+
+_RAN_OUT = r"Your input ran out of data"
+
+
+def _position_of_keras_epoch(loader: Loader, keras_epoch: int, steps: int | None) -> tuple[int, int]:
+    """Where Keras epoch `keras_epoch` starts, if every earlier one ran in full.
+
+    With `steps_per_epoch` s smaller than the loader, Keras epochs are slices
+    of s batches of each loader epoch, the last slice cut short at its end.
+    """
+    if steps is None or steps >= len(loader):
+        return keras_epoch, 0
+    slices = -(-len(loader) // steps)
+    return keras_epoch // slices, (keras_epoch % slices) * steps
+
+
+class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
+    """Starts each `fit` with the loaders at the epoch Keras starts from.
+
+    With `fit(initial_epoch=k)`, or a run resumed by
+    `keras.callbacks.BackupAndRestore`, epoch k then trains on the loader's
+    epoch k, exactly as in an uninterrupted run. Without it a loader counts its
+    own epochs and a second `fit` continues where the first stopped; with it,
+    Keras's epoch numbers rule (a second `fit` from epoch 0 replays epoch 0).
+
+    Args:
+        *loaders: the training loader, and any others (validation) to keep in step.
+
+    Example:
+        ```python
+        loader = kloader.Loader((x, y), batch_size=32, seed=1)
+        model.fit(loader, epochs=10, initial_epoch=5, callbacks=[kloader.EpochSync(loader)])
+        ```
+    """
+
+    def __init__(self, *loaders: Loader):
+        super().__init__()
+        if not loaders or not all(isinstance(loader, Loader) for loader in loaders):
+            raise TypeError("EpochSync(*loaders) takes one or more kloader.Loader objects.")
+        self.loaders = loaders
+        self._first_epoch = True
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if self._first_epoch:
+            self._first_epoch = False
+            for loader in self.loaders:
+                self._position(loader, epoch)
+
+    def _position(self, loader: Loader, keras_epoch: int) -> None:
+        epoch, batch = _position_of_keras_epoch(loader, keras_epoch, self.params.get("steps"))
+        loader._jump_to(epoch, batch)
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
+    """Keras's BackupAndRestore that also saves and restores the loader's exact position.
+
+    It saves the weights every `save_freq` batches (or every epoch) as Keras
+    does, and with them the position of the last batch the model trained on.
+    After a crash, the restarted `fit` restores both and continues with the
+    next batch of that epoch, so the sequence of samples trained on equals an
+    uninterrupted run's. It also keeps the loader on Keras's epoch numbers, as
+    `EpochSync` does.
+
+    Args:
+        loader: the training loader.
+        backup_dir: where to keep the backup (as in Keras's callback).
+        save_freq: "epoch" or a number of batches.
+        double_checkpoint: keep the previous backup too.
+        delete_checkpoint: delete the backup when training finishes.
+
+    Example:
+        ```python
+        loader = kloader.Loader(kloader.ImageFolder("train", image_size=(160, 160)), batch_size=64, seed=7)
+        backup = kloader.BackupAndRestore(loader, "/tmp/backup", save_freq=100)
+        model.fit(loader, epochs=20, callbacks=[backup])  # run again after a crash
+        ```
+    """
+
+    STATE_FILE = "kloader_state.json"
+
+    def __init__(
+        self,
+        loader: Loader,
+        backup_dir: str,
+        save_freq: str | int = "epoch",
+        double_checkpoint: bool = False,
+        delete_checkpoint: bool = True,
+    ):
+        super().__init__(
+            backup_dir,
+            save_freq=save_freq,
+            double_checkpoint=double_checkpoint,
+            delete_checkpoint=delete_checkpoint,
+        )
+        if not isinstance(loader, Loader):
+            raise TypeError(
+                f"BackupAndRestore needs the kloader.Loader to save, got {type(loader).__name__}."
+            )
+        self.loader = loader
+        self._state_path = os.path.join(backup_dir, self.STATE_FILE)
+        self._resume: tuple[int, int] | None = None
+        self._position = (0, 0)
+        self._keras_epoch = 0
+        self._epoch_finished = False
+        self._last_batch = -1
+        self._first_epoch = True
+        self._quiet: Any = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        super().on_train_begin(logs)
+        self._first_epoch = True
+        self._resume = None
+        path = self._state_path
+        if not os.path.exists(path) and os.path.exists(path + ".bkp"):
+            path += ".bkp"
+        if os.path.exists(path):
+            with open(path) as file:
+                state = json.load(file)
+            self.loader.load_state_dict(state)
+            self._resume = (state["epoch"], state["batch"])
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self._keras_epoch = epoch
+        self._epoch_finished = False
+        self._last_batch = -1
+        if not self._first_epoch:
+            return
+        self._first_epoch = False
+        if self._resume is not None:
+            self._position = self._resume
+        else:
+            self._position = _position_of_keras_epoch(self.loader, epoch, self.params.get("steps"))
+        self.loader._jump_to(*self._position)
+        if self._position[1] > 0:
+            # The resumed epoch holds only its remaining batches, and Keras
+            # warns that the input "ran out" when they end. That is expected.
+            self._quiet = warnings.catch_warnings()
+            self._quiet.__enter__()
+            warnings.filterwarnings("ignore", message=_RAN_OUT)
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        # `batch` counts from 0 in each Keras epoch; with steps_per_execution it
+        # jumps by more than one. Advance the loader position by as much; at
+        # the end of a loader epoch, so does the Keras epoch.
+        epoch, position = self._position
+        position += batch - self._last_batch
+        self._last_batch = batch
+        if position >= len(self.loader):
+            epoch, position = epoch + 1, 0
+            self._epoch_finished = True
+        elif batch + 1 == self.params.get("steps"):
+            self._epoch_finished = True
+        self._position = (epoch, position)
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self._stop_quiet()
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self._stop_quiet()
+        super().on_train_end(logs)
+
+    def _stop_quiet(self) -> None:
+        if self._quiet is not None:
+            self._quiet.__exit__(None, None, None)
+            self._quiet = None
+
+    def _save_model(self) -> None:
+        # Keras records the epoch in progress; when the last batch trained
+        # finished its epoch, the restarted fit must begin with the next one.
+        if self._epoch_finished:
+            self._current_epoch = self._keras_epoch + 1
+        super()._save_model()
+        if self.double_checkpoint and os.path.exists(self._state_path):
+            os.replace(self._state_path, self._state_path + ".bkp")
+        temporary = self._state_path + ".tmp"
+        with open(temporary, "w") as file:
+            json.dump(self.loader._state_at(*self._position), file)
+        os.replace(temporary, self._state_path)

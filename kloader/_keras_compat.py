@@ -1,0 +1,79 @@
+"""Every place kloader touches Keras internals, in one file, each pinned by a test.
+
+kloader's Loader is a `keras.utils.PyDataset` *and* a Keras `DataAdapter`.
+`keras.src.trainers.data_adapters.get_data_adapter` returns a DataAdapter
+unchanged (keras-team/keras#20349, Keras >= 3.7), so Keras iterates the loader
+through the loader's own methods: Keras's enqueuer never runs, `fit(shuffle=True)`
+never reorders its batches, and TensorFlow never peeks at `__getitem__`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from keras.src.trainers.data_adapters import data_adapter_utils
+from keras.src.trainers.data_adapters.data_adapter import DataAdapter
+from keras.src.trainers.epoch_iterator import EpochIterator
+
+__all__ = ["DataAdapter", "calling_epoch_iterator", "tf_dataset", "torch_dataloader"]
+
+_IGNORED_FIT_ARGUMENTS = {
+    "y": "the targets must come from the loader's source, e.g. Loader((x, y), ...)",
+    "sample_weight": "return (x, y, sample_weight) samples from the source instead",
+    "class_weight": "weight the samples in the source, as (x, y, sample_weight) samples",
+}
+
+
+def calling_epoch_iterator(frame: FrameType | None) -> EpochIterator | None:
+    """The Keras EpochIterator being built in `frame`, if that is what `frame` is.
+
+    Keras builds one EpochIterator per `fit` / `evaluate` / `predict` call (and
+    one for validation that lives for the whole `fit`), and reads the adapter's
+    `num_batches` in its constructor. A Loader asks here who is reading, to
+    learn when a Keras call that uses it begins (and, through a weakref, ends),
+    and to reject arguments that Keras silently drops for custom adapters.
+    """
+    if frame is None or frame.f_code is not EpochIterator.__init__.__code__:
+        return None
+    for name, fix in _IGNORED_FIT_ARGUMENTS.items():
+        if frame.f_locals.get(name) is not None:
+            raise ValueError(
+                f"`{name}` was passed to fit/evaluate together with a kloader.Loader, and Keras "
+                f"would ignore it silently: {fix}."
+            )
+    iterator = frame.f_locals.get("self")
+    return iterator if isinstance(iterator, EpochIterator) else None
+
+
+def caller_frame(depth: int) -> FrameType | None:
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None
+
+
+def torch_dataloader(iterable: Any) -> Any:
+    """What the torch backend iterates: Keras's own wrapper, converting batches to tensors."""
+    return data_adapter_utils.get_torch_dataloader(iterable)
+
+
+def tf_dataset(make_pass: Callable[[], Any], example_batch: Any) -> Any:
+    """A tf.data.Dataset that runs `make_pass()` for each iterator TensorFlow creates.
+
+    `example_batch` (any batch, even of one sample) gives the output signature;
+    the batch dimension is left unknown. TensorFlow is imported only here, and
+    only the TensorFlow backend calls this.
+    """
+    import tensorflow as tf
+
+    def spec(array: np.ndarray) -> Any:
+        dtype = tf.string if array.dtype.kind in "US" else tf.as_dtype(array.dtype)
+        return tf.TensorSpec(shape=(None,) + array.shape[1:], dtype=dtype)
+
+    signature = tf.nest.map_structure(spec, example_batch)
+    dataset = tf.data.Dataset.from_generator(make_pass, output_signature=signature)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,394 @@
+"""`kloader.Loader`: a deterministic, epoch-aware PyDataset for Keras 3 on any backend."""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+from kloader import _keras_compat, _order, _seeding, _state, _workers
+from kloader._batches import BatchMaker, Transform
+from kloader._passes import Pass
+from kloader._sources import ArraySource, MapSource, as_source
+
+_KERAS_ENQUEUER_ARGUMENTS = ("workers", "use_multiprocessing", "max_queue_size")
+_CACHED_PERMUTATIONS = 3
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}. For example {name}=32.")
+    return int(value)
+
+
+def _validate_shard(shard: Any) -> tuple[int, int]:
+    if shard is None:
+        return (0, 1)
+    try:
+        index, count = shard
+        ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (index, count))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 0 <= index < count:
+        raise ValueError(
+            f"`shard` must be (index, count) with 0 <= index < count, got {shard!r}. For process "
+            "2 of 4 pass shard=(2, 4)."
+        )
+    return (int(index), int(count))
+
+
+def _plan_from(task_for: Any, num_batches: int, task: _workers.Task) -> Iterator[_workers.Task]:
+    """The tasks expected from `task` on: the rest of its epoch, then the epochs after it."""
+    epoch, batch = task.epoch, task.batch
+    while True:
+        for b in range(batch, num_batches):
+            yield task_for(epoch, b)
+        epoch, batch = epoch + 1, 0
+
+
+def _weak_method(method: Any) -> Any:
+    # The pool must not keep its loader alive: a loader is freed, and its
+    # workers stopped, as soon as the last reference to it goes.
+    reference = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = reference()
+        if bound is None:
+            raise RuntimeError("The kloader.Loader that owned these workers was garbage collected.")
+        return bound(*args)
+
+    return call
+
+
+class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[misc]
+    """Batches from a source in an order that is a pure function of (seed, epoch).
+
+    The batches of epoch e, and the augmentation of every sample in them, depend
+    only on (seed, e): they are identical on the TensorFlow, JAX and PyTorch
+    backends, for any `num_workers`, on every run, and after a resume. Each epoch
+    is a new permutation; `shuffle=False` keeps source order.
+
+    Pass the loader straight to `model.fit`, `evaluate` or `predict`. Keras's
+    own enqueuer never runs for it and `fit(shuffle=...)` does not reorder it:
+    the loader's worker processes do the parallel work.
+
+    Args:
+        source: an array, a tuple / list / dict of equal-length arrays (batches
+            keep that structure), or any map-style dataset whose `__getitem__(i)`
+            returns one sample (an array, a tuple, or a dict of arrays).
+        batch_size: samples per batch.
+        shuffle: a new permutation every epoch (True) or source order (False).
+        seed: int in [0, 2**63 - 1]; None draws one from the OS (see `seed`).
+        transform: `transform(sample, rng) -> sample`, where `rng` is a
+            `numpy.random.Generator` derived from (seed, epoch, sample index).
+        drop_remainder: leave out the last, smaller batch of each epoch.
+        num_workers: 0 makes batches in this process; N > 0 starts N worker
+            processes that live across epochs and prefetch ahead.
+        shard: `(index, count)` to read one shard of `count`; every shard of an
+            epoch comes from the same permutation, shards are disjoint, have the
+            same number of batches, and together cover the epoch.
+        start_method: how workers start: "forkserver" (default where available,
+            safe after CUDA / JAX / TensorFlow have started threads), "spawn" or
+            "fork".
+        prefetch: batches in flight per worker.
+
+    Example:
+        ```python
+        x = np.random.rand(1000, 8).astype("float32")
+        y = np.random.randint(0, 2, size=(1000,))
+        loader = kloader.Loader((x, y), batch_size=32, seed=42)
+        model.fit(loader, epochs=3)
+        ```
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int | None = None,
+        transform: Transform | None = None,
+        drop_remainder: bool = False,
+        num_workers: int = 0,
+        shard: tuple[int, int] | None = None,
+        start_method: str | None = None,
+        prefetch: int = 2,
+        **keras_arguments: Any,
+    ):
+        for name in _KERAS_ENQUEUER_ARGUMENTS:
+            if name in keras_arguments:
+                raise TypeError(
+                    f"kloader.Loader does not take Keras's `{name}`: Keras's enqueuer never runs "
+                    "for a kloader loader. Use num_workers=N for N worker processes (and "
+                    "prefetch=K for K batches in flight per worker)."
+                )
+        if keras_arguments:
+            raise TypeError(f"Loader() got unexpected keyword arguments: {sorted(keras_arguments)}.")
+        super().__init__(workers=1, use_multiprocessing=False)
+        self._batch_size: int = _positive_int(batch_size, "batch_size")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+            raise ValueError(
+                f"`num_workers` must be an int >= 0, got {num_workers!r}. Use 0 to make batches in "
+                "this process, or the number of worker processes, e.g. num_workers=2."
+            )
+        self.num_workers: int = int(num_workers)
+        self.prefetch: int = _positive_int(prefetch, "prefetch")
+        self.start_method: str = start_method or _workers.default_start_method()
+        if self.start_method not in _workers.START_METHODS:
+            raise ValueError(f"`start_method` must be one of {_workers.START_METHODS}, got {start_method!r}.")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"`transform` must be callable as transform(sample, rng), got {transform!r}.")
+        self.shuffle: bool = bool(shuffle)
+        self.drop_remainder: bool = bool(drop_remainder)
+        self.shard_index: int
+        self.num_shards: int
+        self.shard_index, self.num_shards = _validate_shard(shard)
+        self._seed: int = _seeding.draw_seed() if seed is None else _seeding.validate_seed(seed)
+        self._seed_was_given: bool = seed is not None
+        self._source: ArraySource | MapSource = as_source(source)
+        self._maker: BatchMaker = BatchMaker(self._source, transform)
+        self._layout: _order.BatchLayout = _order.BatchLayout.build(
+            len(self._source),
+            self._batch_size,
+            num_shards=self.num_shards,
+            shard_index=self.shard_index,
+            drop_remainder=self.drop_remainder,
+        )
+        self._lock: threading.RLock = threading.RLock()
+        self._cursor: tuple[int, int] = (0, 0)
+        self._permutations: dict[tuple[int, int], np.ndarray] = {}
+        self._pool: _workers.WorkerPool | None = None
+        self._last_keras_pass: weakref.ref[Pass] | None = None
+        self._keras_calls: int = 0
+
+    # ----------------------------------------------------------------- order
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch (the last batch of an epoch may hold fewer)."""
+        return self._batch_size
+
+    @property
+    def seed(self) -> int:
+        """The seed of this loader: given, drawn from the OS, or restored by `load_state_dict`."""
+        return self._seed
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next pass (`iter(loader)` or a Keras epoch) will yield."""
+        return self._cursor[0]
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the source (all shards)."""
+        return len(self._source)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the next pass yield epoch `epoch` from its first batch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}.")
+        self._jump_to(int(epoch), 0)
+
+    def _jump_to(self, epoch: int, batch: int) -> None:
+        """Makes the next pass start at batch `batch` of `epoch` (for the Keras callbacks)."""
+        if batch >= len(self):
+            epoch, batch = epoch + 1, 0
+        with self._lock:
+            self._cursor = (epoch, batch)
+
+    def indices(self, batch: int, epoch: int | None = None) -> np.ndarray:
+        """The source indices of the samples in batch `batch` of `epoch` (default: `self.epoch`)."""
+        batch = self._check_batch_index(batch)
+        epoch = self.epoch if epoch is None else epoch
+        return self._permutation(epoch)[self._layout.positions(batch)]
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        key = (self._seed, epoch)
+        with self._lock:
+            permutation = self._permutations.get(key)
+            if permutation is None:
+                if self.shuffle:
+                    permutation = _order.epoch_permutation(self._seed, epoch, len(self._source))
+                else:
+                    permutation = np.arange(len(self._source))
+                if len(self._permutations) >= _CACHED_PERMUTATIONS:
+                    self._permutations.pop(next(iter(self._permutations)))
+                self._permutations[key] = permutation
+            return permutation
+
+    def _task(self, epoch: int, batch: int) -> _workers.Task:
+        return _workers.Task(self._seed, epoch, batch, self.indices(batch, epoch))
+
+    # ------------------------------------------------------- manual access
+
+    def __len__(self) -> int:
+        """Batches per epoch (for this shard)."""
+        return len(self._layout)
+
+    def _check_batch_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"Batch index must be an int, got {index!r}.")
+        position, n = int(index), len(self)
+        if not -n <= position < n:
+            raise IndexError(f"Batch index {position} is out of range for a loader of {n} batches.")
+        return position % n
+
+    def __getitem__(self, index: int) -> Any:
+        """Batch `index` of the current epoch, made in this process (pure, random access)."""
+        index = self._check_batch_index(index)
+        task = self._task(self.epoch, index)
+        return self._maker.make(task.seed, task.epoch, task.indices)
+
+    def __iter__(self) -> Pass:
+        """The rest of the current epoch, one batch at a time; then the epoch advances."""
+        return Pass(self, moves_cursor=True)
+
+    def _batch(self, epoch: int, batch: int) -> Any:
+        task = self._task(epoch, batch)
+        if self.num_workers == 0:
+            return self._maker.make(task.seed, task.epoch, task.indices)
+        return self._worker_pool().get(task)
+
+    def _worker_pool(self) -> _workers.WorkerPool:
+        with self._lock:
+            if self._pool is None:
+                if self._maker.transform is not None:
+                    _workers.check_picklable(self._maker.transform, "transform")
+                if isinstance(self._source, MapSource):
+                    _workers.check_picklable(self._source.dataset, "source")
+                self._pool = _workers.WorkerPool(
+                    self._maker,
+                    functools.partial(_plan_from, _weak_method(self._task), len(self)),
+                    num_workers=self.num_workers,
+                    start_method=self.start_method,
+                    prefetch=self.prefetch,
+                )
+            return self._pool
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running worker processes (empty when none run)."""
+        return self._pool.pids if self._pool is not None else []
+
+    # -------------------------------------------------------------- cursor
+
+    def _cursor_position(self) -> tuple[int, int]:
+        with self._lock:
+            return self._cursor
+
+    def _move_cursor(self, from_position: tuple[int, int], to_position: tuple[int, int]) -> None:
+        epoch, batch = to_position
+        if batch >= len(self):
+            epoch, batch = epoch + 1, 0
+        with self._lock:
+            if self._cursor == from_position:
+                self._cursor = (epoch, batch)
+
+    # --------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: a small, versioned, JSON-serialisable dict.
+
+        After `iter(loader)` has handed out a batch, the state points just past
+        it. During `model.fit` the loader only knows which epoch Keras is in;
+        use `kloader.BackupAndRestore` to save the exact batch.
+        """
+        epoch, batch = self._cursor_position()
+        return self._state_at(epoch, batch)
+
+    def _state_at(self, epoch: int, batch: int) -> dict[str, Any]:
+        if batch >= len(self):
+            epoch, batch = epoch + 1, 0
+        return _state.make(self, epoch=epoch, batch=batch)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from `state`: the next pass yields exactly the batches left in it."""
+        seed, epoch, batch = _state.check(self, state)
+        with self._lock:
+            self._seed = seed
+            self._cursor = (epoch, batch)
+
+    # ------------------------------------------------- Keras data adapter
+
+    @property
+    def num_batches(self) -> int:
+        """Batches per epoch, as Keras asks for them."""
+        epoch_iterator = _keras_compat.calling_epoch_iterator(_keras_compat.caller_frame(1))
+        if epoch_iterator is not None:
+            with self._lock:
+                self._keras_calls += 1
+            weakref.finalize(epoch_iterator, self._keras_call_ended)
+        return len(self)
+
+    def _keras_call_ended(self) -> None:
+        # The fit / evaluate / predict that used this loader has returned (or
+        # its frame was released after an exception): stop the workers.
+        with self._lock:
+            self._keras_calls -= 1
+            if self._keras_calls == 0:
+                self.close()
+
+    def _keras_pass(self, *, complete_on_last: bool = False) -> Pass:
+        previous = self._last_keras_pass() if self._last_keras_pass is not None else None
+        if previous is not None and previous.handed_out_all:
+            previous.complete()
+        new_pass = Pass(self, moves_cursor=False, complete_on_last=complete_on_last)
+        self._last_keras_pass = weakref.ref(new_pass)
+        return new_pass
+
+    def get_numpy_iterator(self) -> Pass:
+        return self._keras_pass()
+
+    def get_jax_iterator(self) -> Pass:
+        return self._keras_pass()
+
+    def get_torch_dataloader(self) -> Any:
+        return _keras_compat.torch_dataloader(self._keras_pass())
+
+    def get_tf_dataset(self) -> Any:
+        task = self._task(self.epoch, 0)
+        example = self._maker.make(task.seed, task.epoch, task.indices[:1])
+        return _keras_compat.tf_dataset(lambda: self._keras_pass(complete_on_last=True), example)
+
+    @property
+    def has_partial_batch(self) -> bool:
+        return bool(np.any(self._layout.stops - self._layout.starts != self.batch_size))
+
+    @property
+    def partial_batch_size(self) -> int | None:
+        sizes = self._layout.stops - self._layout.starts
+        partial = sizes[sizes != self._batch_size]
+        return int(partial[-1]) if len(partial) else None
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Stops the worker processes now. The loader stays usable; workers restart on demand."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+    def __repr__(self) -> str:
+        shard = f", shard=({self.shard_index}, {self.num_shards})" if self.num_shards > 1 else ""
+        return (
+            f"Loader({self.num_samples} samples, batch_size={self._batch_size}, {len(self)} batches, "
+            f"shuffle={self.shuffle}, seed={self._seed}, epoch={self.epoch}, "
+            f"num_workers={self.num_workers}{shard})"
+        )

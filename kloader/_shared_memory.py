@@ -1,0 +1,55 @@
+"""Arrays that cross process boundaries as shared memory instead of bytes.
+
+A NumPy array pickled into a pipe is copied twice (into the pipe and out of
+it). A CPU `torch.Tensor` whose storage lives in shared memory pickles, under
+torch's multiprocessing reductions, as a file descriptor: the receiver maps the
+same pages. With torch's default `file_descriptor` strategy the segment has no
+name in /dev/shm, so nothing can be left behind when a process dies.
+
+Dtypes torch cannot hold (strings, objects) stay plain NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype | None:
+    try:
+        return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+    except TypeError:
+        return None
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
+    """A new array in shared memory: (NumPy view to fill, object to send).
+
+    The object to send is the tensor that owns the memory, or the array itself
+    when torch cannot hold its dtype.
+    """
+    torch_dtype = _torch_dtype(np.dtype(dtype))
+    if torch_dtype is None:
+        array = np.empty(shape, dtype=dtype)
+        return array, array
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    # Allocated directly in shared memory, as torch's default_collate does: no copy.
+    storage = torch.UntypedStorage._new_shared(max(nbytes, 1))  # type: ignore[no-untyped-call]
+    tensor = torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)  # type: ignore[call-overload]
+    return tensor.numpy(), tensor
+
+
+def share(array: np.ndarray) -> Any:
+    """A shared-memory copy of `array` to pickle to workers (one copy, made once)."""
+    view, owner = empty(array.shape, array.dtype)
+    view[...] = array
+    return owner
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """The NumPy array behind a value made by `empty` or `share`, without copying."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    return np.asarray(value)

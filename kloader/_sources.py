@@ -1,0 +1,151 @@
+"""What a Loader reads from: in-memory arrays, or any map-style dataset.
+
+`as_source` turns what the user passed into one of two sources:
+
+- `ArraySource`: one array, or a tuple / list / dict of equal-length arrays
+  (nested tuples and dicts allowed), as in `model.fit(x, y)`. Batches are
+  gathered with one NumPy `take` per array, and the arrays travel to worker
+  processes once, as shared memory.
+- `MapSource`: anything with `__len__` and `__getitem__(i)` returning one sample
+  (an array, a tuple, or a dict of arrays and scalars), a
+  `torch.utils.data.Dataset` included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from kloader import _shared_memory, _tree
+
+# A plain list of arrays is read as columns, like `fit(x=[a, b])`. A list this
+# long is far more likely a list of samples, which would be misread silently.
+_MAX_LIST_COLUMNS = 16
+
+
+def _is_array(obj: Any) -> bool:
+    return isinstance(obj, np.ndarray) or (hasattr(obj, "__array__") and hasattr(obj, "shape"))
+
+
+def _is_array_structure(obj: Any) -> bool:
+    """True for an array, or tuples / dicts (any depth) of arrays, or a flat list of arrays."""
+    if _is_array(obj):
+        return True
+    if isinstance(obj, tuple):
+        return len(obj) > 0 and all(_is_array_structure(item) for item in obj)
+    if isinstance(obj, Mapping):
+        return len(obj) > 0 and all(_is_array_structure(value) for value in obj.values())
+    if isinstance(obj, list):
+        return len(obj) > 0 and all(_is_array(item) for item in obj)
+    return False
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    # A transform gets rows of these arrays; writing into them would change the
+    # source for every later epoch (and, in workers, for every worker).
+    view: np.ndarray = array.view()
+    view.flags.writeable = False
+    return view
+
+
+class ArraySource:
+    """Equal-length arrays held in memory; sample i is the i-th row of each."""
+
+    def __init__(self, arrays: Any):
+        leaves, self.structure = _tree.flatten(arrays)
+        self.arrays = [_read_only(np.asarray(leaf)) for leaf in leaves]
+        self._shared: list[Any] | None = None
+        lengths = []
+        for path, array in zip(_tree.leaf_paths(self.structure, "source"), self.arrays):
+            if array.ndim == 0:
+                raise ValueError(
+                    f"The array at {path} is a scalar (shape ()); every array in the source "
+                    "needs one row per sample. Give it a leading sample dimension."
+                )
+            lengths.append((path, len(array)))
+        if len({length for _, length in lengths}) > 1:
+            listing = ", ".join(f"{path} has {length}" for path, length in lengths)
+            raise ValueError(
+                f"The arrays in the source have different lengths: {listing}. Every array needs "
+                "exactly one row per sample; check that inputs and targets were built from the "
+                "same samples."
+            )
+        self.num_samples = lengths[0][1]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def sample(self, index: int) -> Any:
+        return _tree.unflatten(self.structure, [array[index] for array in self.arrays])
+
+    def gather(self, indices: np.ndarray, allocate: Any) -> Any:
+        """The batch of rows `indices`, written straight into arrays from `allocate`."""
+        owners = []
+        for array in self.arrays:
+            view, owner = allocate((len(indices),) + array.shape[1:], array.dtype)
+            np.take(array, indices, axis=0, out=view)
+            owners.append(owner)
+        return _tree.unflatten(self.structure, owners)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get the arrays as shared memory: one copy in all, made on
+        # first use, instead of one pickled copy per worker.
+        if self._shared is None:
+            self._shared = [_shared_memory.share(array) for array in self.arrays]
+        return {"structure": self.structure, "shared": self._shared, "num_samples": self.num_samples}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.structure = state["structure"]
+        self._shared = state["shared"]
+        self.arrays = [_read_only(_shared_memory.to_numpy(value)) for value in state["shared"]]
+        self.num_samples = state["num_samples"]
+
+
+class MapSource:
+    """A map-style dataset: `len(dataset)` samples, `dataset[i]` is sample i."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.num_samples = len(dataset)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def sample(self, index: int) -> Any:
+        return self.dataset[index]
+
+
+def as_source(source: Any) -> ArraySource | MapSource:
+    """Reads `source` as arrays or as a map-style dataset, or says why it cannot."""
+    if isinstance(source, (str, bytes)):
+        raise TypeError(
+            f"A source cannot be a {type(source).__name__}. For an image folder use "
+            "kloader.ImageFolder(path, ...) as the source."
+        )
+    if isinstance(source, list) and len(source) > _MAX_LIST_COLUMNS and all(_is_array(s) for s in source):
+        raise ValueError(
+            f"The source is a list of {len(source)} arrays. kloader reads a list of arrays as "
+            "columns (inputs, targets, ...) like keras's fit(x=[a, b]), so a list this long is "
+            "ambiguous. For a list of samples, stack them (np.stack(samples)) or pass a tuple of "
+            "columns, e.g. (images, labels)."
+        )
+    result: ArraySource | MapSource
+    if _is_array_structure(source):
+        result = ArraySource(source)
+    elif hasattr(source, "__len__") and hasattr(source, "__getitem__"):
+        result = MapSource(source)
+    else:
+        raise TypeError(
+            f"Cannot read samples from a {type(source).__name__}. A source is an array, a "
+            "tuple / list / dict of equal-length arrays, or a map-style dataset with __len__ "
+            "and __getitem__(i) (a torch.utils.data.Dataset works). Iterable-only datasets "
+            "and generators have no random access, which deterministic shuffling needs."
+        )
+    if len(result) == 0:
+        raise ValueError(
+            "The source is empty (0 samples); there is nothing to load. Check the path or "
+            "the arrays you passed."
+        )
+    return result

@@ -1,0 +1,78 @@
+"""The loader's checkpoint state: small, versioned, JSON-serialisable.
+
+A state names a position (epoch, batch) and everything that gives that
+position its meaning: the seed, the number of samples, the batch layout. A
+state from another source or another layout is refused with a message, never
+applied to the wrong data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kloader import _seeding
+
+if TYPE_CHECKING:
+    from kloader._loader import Loader
+
+VERSION = 1
+_FORMAT = "kloader.Loader"
+
+# The keys that must match between the state and the loader, with how to fix a mismatch.
+_LAYOUT = {
+    "num_samples": "the state was saved for a source with a different number of samples",
+    "batch_size": "build the loader with the batch_size the state was saved with",
+    "shuffle": "build the loader with the shuffle setting the state was saved with",
+    "drop_remainder": "build the loader with the drop_remainder setting the state was saved with",
+    "num_shards": "resume with the number of shards (processes) the state was saved with",
+    "shard_index": "load each shard's own state into that shard's loader",
+}
+
+
+def make(loader: Loader, *, epoch: int, batch: int) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        "version": VERSION,
+        "seed": loader.seed,
+        "epoch": int(epoch),
+        "batch": int(batch),
+        "num_samples": loader.num_samples,
+        "batch_size": loader.batch_size,
+        "shuffle": loader.shuffle,
+        "drop_remainder": loader.drop_remainder,
+        "num_shards": loader.num_shards,
+        "shard_index": loader.shard_index,
+    }
+
+
+def check(loader: Loader, state: Any) -> tuple[int, int, int]:
+    """Returns (seed, epoch, batch) from `state`, or raises a ValueError that says why not."""
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise ValueError(
+            f"Not a kloader.Loader state: {str(state)[:80]!r}. Pass what loader.state_dict() returned."
+        )
+    if state.get("version") != VERSION:
+        raise ValueError(
+            f"Unknown kloader state version {state.get('version')!r}; this kloader reads version "
+            f"{VERSION}. The state was written by another kloader release: load it with that release."
+        )
+    missing = [key for key in ("seed", "epoch", "batch", *_LAYOUT) if key not in state]
+    if missing:
+        raise ValueError(f"The kloader state is missing {missing}; it may have been edited or truncated.")
+    for key, fix in _LAYOUT.items():
+        mine = getattr(loader, key)
+        if state[key] != mine:
+            raise ValueError(f"The state has {key}={state[key]!r} but this loader has {key}={mine!r}: {fix}.")
+    seed = _seeding.validate_seed(state["seed"], name="state['seed']")
+    if loader._seed_was_given and seed != loader.seed:
+        raise ValueError(
+            f"The state was saved with seed={seed} but this loader was built with seed={loader.seed}. "
+            f"Build it with seed={seed}, or with seed=None to take the seed from the state."
+        )
+    epoch, batch = state["epoch"], state["batch"]
+    if not (isinstance(epoch, int) and epoch >= 0 and isinstance(batch, int) and 0 <= batch < len(loader)):
+        raise ValueError(
+            f"The state's position (epoch={epoch!r}, batch={batch!r}) is not valid for a loader of "
+            f"{len(loader)} batches per epoch."
+        )
+    return seed, epoch, batch

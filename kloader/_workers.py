@@ -1,0 +1,260 @@
+"""Worker processes that make batches, on torch.utils.data's multiprocessing machinery.
+
+One `torch.utils.data.DataLoader` iteration is kept open for the life of the
+pool, over an endless sampler that hands out *tasks* (seed, epoch, batch,
+sample indices). torch supplies the processes, queues, ordering, failure
+detection, error propagation with the worker's traceback, and shared-memory
+transfer of tensors. Each worker runs `BatchMaker.make` and writes the batch
+straight into shared memory.
+
+The sampler follows a *plan*: the tasks the loader expects next, running on
+past the end of the epoch into the next one, so workers stay busy across the
+epoch boundary. When a pass asks for a task the plan did not foresee (a resume,
+`set_epoch`, Keras discarding a pass), the plan restarts at that task; results
+already in flight are kept for a while in case they are asked for later.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import threading
+import warnings
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from kloader import _shared_memory, _tree
+from kloader._batches import BatchMaker
+from kloader._errors import WorkerError
+
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+class Task(NamedTuple):
+    """One batch to make: the sample `indices` of batch `batch` of `epoch` under `seed`."""
+
+    seed: int
+    epoch: int
+    batch: int
+    indices: np.ndarray
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.seed, self.epoch, self.batch)
+
+
+def default_start_method() -> str:
+    """`forkserver` where it exists: safe after CUDA, JAX or TensorFlow have started threads."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class _Null:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def check_picklable(obj: Any, what: str) -> None:
+    """Raises a TypeError that says how to fix it when `obj` cannot go to a worker."""
+    try:
+        pickle.Pickler(_Null(), protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    except Exception as exc:
+        raise TypeError(
+            f"num_workers > 0 sends the {what} to worker processes by pickling, but it cannot "
+            f"be pickled: {type(exc).__name__}: {exc}. Define it at module level (not as a "
+            "lambda, a nested function or a class inside a function), drop unpicklable members "
+            "such as open files or locks, or use num_workers=0."
+        ) from exc
+
+
+class _WorkerDataset:
+    """What each worker process holds: the batch maker. Indices are tasks."""
+
+    def __init__(self, maker: BatchMaker):
+        self.maker = maker
+
+    def __getitem__(self, task: Task) -> tuple[tuple[int, int, int], Any]:
+        batch = self.maker.make(task.seed, task.epoch, task.indices, _shared_memory.empty)
+        return task.key, batch
+
+
+def _keep_as_is(result: Any) -> Any:
+    return result
+
+
+def _to_numpy(batch: Any) -> Any:
+    leaves, structure = _tree.flatten(batch)
+    return _tree.unflatten(structure, [_shared_memory.to_numpy(leaf) for leaf in leaves])
+
+
+class _Sampler:
+    # Weak, so that pool -> torch iterator -> sampler -> pool is no cycle: the
+    # pool must be freed (and its workers stopped) by reference counting, not
+    # by a garbage-collection pass that may already have closed the queues the
+    # shutdown needs.
+    def __init__(self, pool: WorkerPool):
+        self._pool = weakref.ref(pool)
+
+    def __iter__(self) -> Iterator[Task]:
+        while True:
+            pool = self._pool()
+            if pool is None:
+                return
+            task = pool._next_task_to_send()
+            del pool  # hold no reference while suspended
+            yield task
+
+
+class WorkerPool:
+    """`num_workers` persistent processes making the batches a loader asks for.
+
+    Args:
+        maker: what each worker runs.
+        plan_from: `plan_from(task)` yields the tasks expected from `task` on, forever.
+        num_workers: how many processes.
+        start_method: "forkserver", "spawn" or "fork".
+        prefetch: batches in flight per worker.
+    """
+
+    def __init__(
+        self,
+        maker: BatchMaker,
+        plan_from: Callable[[Task], Iterator[Task]],
+        *,
+        num_workers: int,
+        start_method: str,
+        prefetch: int,
+    ):
+        self._maker = maker
+        self._plan_from = plan_from
+        self.num_workers = num_workers
+        self.start_method = start_method
+        self._prefetch = prefetch
+        self._lock = threading.RLock()
+        self._iterator: Any = None
+        self._plan: Iterator[Task] = iter(())
+        self._in_flight: deque[tuple[int, int, int]] = deque()
+        self._ready: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
+        self._last_workers: list[Any] = []
+
+    @property
+    def running(self) -> bool:
+        return self._iterator is not None
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (empty when the pool is not running)."""
+        if self._iterator is None:
+            return []
+        return [w.pid for w in self._iterator._workers if w.pid is not None]
+
+    def get(self, task: Task) -> Any:
+        """The batch for `task`, as NumPy arrays; starts the workers if needed."""
+        with self._lock:
+            if task.key in self._ready:
+                return _to_numpy(self._ready.pop(task.key))
+            if task.key not in self._in_flight:
+                self._plan = self._plan_from(task)
+            if self._iterator is None:
+                self._start()
+            try:
+                while True:
+                    key, batch = next(self._iterator)
+                    self._in_flight.remove(key)
+                    if key == task.key:
+                        return _to_numpy(batch)
+                    self._keep(key, batch)
+            except BaseException as error:
+                self.close()
+                if isinstance(error, RuntimeError) and "exited unexpectedly" in str(error):
+                    raise WorkerError(self._death_message(str(error))) from error
+                raise
+
+    def _keep(self, key: tuple[int, int, int], batch: Any) -> None:
+        self._ready[key] = batch
+        while len(self._ready) > self.num_workers * self._prefetch:
+            self._ready.popitem(last=False)
+
+    def _next_task_to_send(self) -> Task:
+        # Called by torch, inside next(self._iterator), under self._lock.
+        while True:
+            task = next(self._plan)
+            if task.key not in self._in_flight and task.key not in self._ready:
+                self._in_flight.append(task.key)
+                return task
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            # Workers fork from a server that has already imported torch,
+            # kloader and the modules defining the source and transform, so
+            # starting them costs milliseconds, not seconds. The user's
+            # __main__ is preloaded as Python does by default, so that sources
+            # and transforms defined in a script can be unpickled. (This only
+            # takes effect when the server starts, for the first pool.)
+            context.set_forkserver_preload(["__main__", "kloader._workers", *self._maker.modules()])
+        try:
+            with warnings.catch_warnings():
+                # torch's advice against more workers than cores names its
+                # DataLoader, which kloader users never created; the choice is theirs.
+                warnings.filterwarnings("ignore", message="This DataLoader will create")
+                data_loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+                    _WorkerDataset(self._maker),  # type: ignore[arg-type]
+                    batch_size=None,
+                    sampler=_Sampler(self),
+                    num_workers=self.num_workers,
+                    collate_fn=_keep_as_is,
+                    multiprocessing_context=context,
+                    prefetch_factor=self._prefetch,
+                )
+                self._iterator = iter(data_loader)
+        except BaseException:
+            self._in_flight.clear()
+            raise
+        self._report_deaths_where_we_wait()
+
+    def _report_deaths_where_we_wait(self) -> None:
+        # torch's SIGCHLD handler raises a worker's death in the main thread
+        # wherever it happens to be (inside a Keras train step, say). Leave the
+        # pool out of it: `get` notices a dead worker within 5 s (torch's status
+        # check interval) and raises a WorkerError that says what to do.
+        from torch.utils.data import _utils
+
+        if self._iterator._worker_pids_set:
+            _utils.signal_handling._remove_worker_pids(id(self._iterator))  # type: ignore[attr-defined]
+            self._iterator._worker_pids_set = False
+
+    def _death_message(self, torch_message: str) -> str:
+        return (
+            f"A kloader worker process died ({torch_message}; exit codes: "
+            f"{self._exit_codes()}). A worker killed by SIGKILL was most often stopped by the "
+            "out-of-memory killer: use fewer workers, a smaller batch_size or less prefetch. "
+            "All workers were shut down; iterating again starts new ones."
+        )
+
+    def _exit_codes(self) -> str:
+        codes = []
+        for worker in self._last_workers:
+            code = worker.exitcode
+            if code is not None and code < 0:
+                codes.append(f"pid {worker.pid}: {signal.Signals(-code).name}")
+            elif code is not None:
+                codes.append(f"pid {worker.pid}: exit code {code}")
+        return ", ".join(codes) or "unknown"
+
+    def close(self) -> None:
+        """Stops the workers and forgets everything in flight. Safe to call twice."""
+        with self._lock:
+            iterator, self._iterator = self._iterator, None
+            self._in_flight.clear()
+            self._ready.clear()
+            self._plan = iter(())
+            if iterator is not None:
+                self._last_workers = list(iterator._workers)
+                iterator._shutdown_workers()

@@ -1,0 +1,34 @@
+"""Test configuration: the Keras backend is a process-level axis, never a parameter.
+
+tox sets KERAS_BACKEND per environment. Tests that only make sense on one
+backend carry `@pytest.mark.backend("jax")` and are skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# torch before tensorflow: importing them the other way round can crash.
+import torch  # noqa: F401
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    backend = keras.backend.backend()
+    for item in items:
+        for marker in item.iter_markers("backend"):
+            if backend not in marker.args:
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"needs the {'/'.join(marker.args)} backend, this run is {backend}"
+                    )
+                )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}"

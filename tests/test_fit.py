@@ -1,0 +1,169 @@
+"""The guarantee, through real Keras: what the model receives in fit / evaluate / predict.
+
+Each test runs a real model on the current backend (tox runs this file once
+per backend) and records the labels the compiled train step actually got.
+Labels are sample ids, jittered by a seeded transform, so both the order and
+the augmentation are checked bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kloader
+from tests.keras_utils import IdRecorder, first_feature_model, id_model
+from tests.utils import IdDataset, id_arrays
+
+# Frozen: the ids seed 42 gives IdDataset(10) in batches of 4, epochs 0-2. The
+# same list is asserted on every backend, so it proves they agree.
+GOLDEN_IDS = [
+    [5, 0, 7, 6],
+    [2, 1, 9, 8],
+    [4, 3],
+    [0, 1, 5, 2],
+    [8, 7, 3, 4],
+    [9, 6],
+    [8, 7, 4, 9],
+    [5, 6, 0, 1],
+    [2, 3],
+]
+
+
+def jitter_label(
+    sample: tuple[np.ndarray, np.float32], rng: np.random.Generator
+) -> tuple[np.ndarray, np.float32]:
+    features, label = sample
+    return features, np.float32(label + rng.uniform(-0.25, 0.25))
+
+
+def expected_labels(loader: kloader.Loader, epochs: int) -> list[np.ndarray]:
+    """The labels of every batch of `epochs` epochs, made in this process."""
+    reference = kloader.Loader(
+        IdDataset(loader.num_samples), batch_size=loader.batch_size, seed=loader.seed, transform=jitter_label
+    )
+    return [batch[1] for _ in range(epochs) for batch in reference]
+
+
+def assert_labels(recorded: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(recorded) == len(expected), f"{len(recorded)} batches trained, expected {len(expected)}"
+    for i, (got, want) in enumerate(zip(recorded, expected)):
+        np.testing.assert_array_equal(got, want, err_msg=f"batch {i}")
+
+
+@pytest.mark.parametrize("num_workers", [0, 1, 2, 4])
+def test_fit_trains_on_kloaders_order(num_workers: int) -> None:
+    """3 epochs of fit: each epoch a permutation, epochs differ, exactly kloader's
+    order and augmentation, for any num_workers and on every backend (golden)."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(
+        IdDataset(10), batch_size=4, seed=42, transform=jitter_label, num_workers=num_workers
+    )
+    id_model(recorder, built=False).fit(loader, epochs=3, verbose=0, callbacks=[recorder])
+    assert recorder.train_ids() == GOLDEN_IDS
+    assert_labels(recorder.train, expected_labels(loader, 3))
+    epochs = [sorted(i for batch in GOLDEN_IDS[3 * e : 3 * e + 3] for i in batch) for e in range(3)]
+    assert all(epoch == list(range(10)) for epoch in epochs)
+    assert loader.epoch == 3
+
+
+def test_repeated_runs_train_identically() -> None:
+    """Two runs with the same seed train on the same sequence, with workers."""
+    runs = []
+    for _ in range(2):
+        recorder = IdRecorder()
+        loader = kloader.Loader(IdDataset(23), batch_size=5, seed=7, transform=jitter_label, num_workers=2)
+        id_model(recorder).fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+        runs.append(recorder.train)
+    assert_labels(runs[0], runs[1])
+
+
+def test_fit_shuffle_flag_does_not_reorder_batches() -> None:
+    """fit(shuffle=True), Keras's default, reorders PyDataset batches; not a Loader's."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(40), batch_size=4, seed=3, transform=jitter_label)
+    id_model(recorder).fit(loader, epochs=2, shuffle=True, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 2))
+
+
+def test_single_batch_epochs() -> None:
+    """With one batch per epoch, the batch Keras pulls to build the model does not
+    count as an epoch: epoch e still trains on epoch e."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(4), batch_size=4, seed=5, transform=jitter_label)
+    id_model(recorder, built=False).fit(loader, epochs=3, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 3))
+
+
+def test_validation_and_evaluate_see_source_order() -> None:
+    """validation_data and evaluate with shuffle=False see every sample in source order."""
+    recorder = IdRecorder()
+    train = kloader.Loader(IdDataset(12), batch_size=4, seed=1)
+    validation = kloader.Loader(IdDataset(7), batch_size=3, shuffle=False, num_workers=2)
+    model = id_model(recorder)
+    model.fit(train, validation_data=validation, epochs=2, verbose=0, callbacks=[recorder])
+    source_order = [[0, 1, 2], [3, 4, 5], [6]]
+    assert recorder.test_ids() == source_order * 2
+    assert [i for batch in recorder.train_ids() for i in batch] == [
+        i for e in range(2) for b in range(3) for i in train.indices(b, e).tolist()
+    ]
+    recorder.test.clear()
+    model.evaluate(validation, verbose=0, callbacks=[recorder])
+    assert recorder.test_ids() == source_order
+    assert validation.worker_pids == []
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_predict_rows_line_up_with_the_source(num_workers: int) -> None:
+    """predict on an unbuilt model returns one row per sample, in source order."""
+    loader = kloader.Loader(id_arrays(11)[0], batch_size=4, shuffle=False, num_workers=num_workers)
+    predictions = first_feature_model().predict(loader, verbose=0)
+    assert predictions.ravel().tolist() == list(range(11))
+    assert loader.worker_pids == []
+
+
+def test_steps_per_epoch_slices_the_loader_epoch() -> None:
+    """steps_per_epoch smaller than the loader: Keras epochs take consecutive
+    slices of one loader epoch, then move to the next loader epoch."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(24), batch_size=4, seed=9, transform=jitter_label)
+    id_model(recorder).fit(loader, epochs=4, steps_per_epoch=3, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 2))
+    assert loader.epoch == 2
+
+
+def test_second_fit_continues_with_the_next_epochs() -> None:
+    """A second fit on the same loader trains on the epochs after the first fit's."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(9), batch_size=4, seed=2, transform=jitter_label, num_workers=2)
+    model = id_model(recorder)
+    model.fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+    model.fit(loader, epochs=1, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 3))
+    assert loader.epoch == 3
+
+
+def test_workers_live_through_fit_and_stop_after() -> None:
+    """Workers start once per fit, serve every epoch, and are gone when fit returns."""
+    import keras
+
+    seen: list[list[int]] = []
+
+    class Pids(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            seen.append(loader.worker_pids)
+
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(16), batch_size=4, seed=0, num_workers=2)
+    id_model(recorder).fit(loader, epochs=3, verbose=0, callbacks=[recorder, Pids()])
+    assert len(seen[0]) == 2 and seen == [seen[0]] * 3
+    assert loader.worker_pids == []
+
+
+@pytest.mark.parametrize("argument", ["y", "sample_weight", "class_weight"])
+def test_arguments_keras_would_drop_are_refused(argument: str) -> None:
+    """y / sample_weight / class_weight next to a Loader raise instead of being ignored."""
+    loader = kloader.Loader(IdDataset(8), batch_size=4)
+    value = {"y": np.zeros(8), "sample_weight": np.ones(8), "class_weight": {0: 1.0}}[argument]
+    with pytest.raises(ValueError, match=f"`{argument}` was passed"):
+        id_model(IdRecorder()).fit(loader, verbose=0, **{argument: value})

@@ -1,0 +1,121 @@
+"""Worker processes: identical batches for any num_workers, errors that name the sample, clean shutdown."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import psutil
+import pytest
+
+import kloader
+from tests.utils import IdDataset, assert_batches_equal, id_arrays, jitter
+
+
+def batches(loader: kloader.Loader, epochs: int) -> list[object]:
+    return [batch for _ in range(epochs) for batch in loader]
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 4])
+def test_workers_make_bitwise_identical_batches(num_workers: int) -> None:
+    """With a random transform, num_workers 1/2/4 give the same batches as 0, over 3 epochs."""
+    expected = batches(kloader.Loader(IdDataset(37), batch_size=5, seed=11, transform=jitter), 3)
+    with kloader.Loader(
+        IdDataset(37), batch_size=5, seed=11, transform=jitter, num_workers=num_workers
+    ) as loader:
+        assert_batches_equal(batches(loader, 3), expected, what=f"num_workers={num_workers}")
+
+
+def test_array_source_with_workers() -> None:
+    """Array sources reach workers (as shared memory) and give the in-process batches."""
+    expected = batches(kloader.Loader(id_arrays(30), batch_size=4, seed=2, transform=jitter), 2)
+    with kloader.Loader(id_arrays(30), batch_size=4, seed=2, transform=jitter, num_workers=2) as loader:
+        assert_batches_equal(batches(loader, 2), expected)
+
+
+def test_workers_persist_across_epochs() -> None:
+    """The same worker processes serve every epoch."""
+    with kloader.Loader(IdDataset(20), batch_size=4, seed=0, num_workers=2) as loader:
+        list(loader)
+        pids = loader.worker_pids
+        assert len(pids) == 2
+        list(loader)
+        list(loader)
+        assert loader.worker_pids == pids
+
+
+def test_close_and_context_stop_workers() -> None:
+    """close() and leaving a with block stop the workers; the loader stays usable."""
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=0, num_workers=2)
+    list(loader)
+    processes = [psutil.Process(pid) for pid in loader.worker_pids]
+    loader.close()
+    assert loader.worker_pids == []
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    with loader:
+        assert len(list(loader)) == 5
+    assert loader.worker_pids == []
+
+
+def test_transform_error_in_a_worker_names_the_sample_and_stops_workers() -> None:
+    """A transform raising in a worker: SampleError names the index, carries the
+    worker's traceback, and all workers exit."""
+
+    loader = kloader.Loader(
+        IdDataset(12), batch_size=4, shuffle=False, transform=fail_on_seven, num_workers=2
+    )
+    with pytest.raises(kloader.SampleError) as error:
+        list(loader)
+    message = str(error.value)
+    assert "failed on sample 7 (epoch 0) with ZeroDivisionError" in message
+    assert "Original Traceback" in message and "fail_on_seven" in message
+    assert loader.worker_pids == []
+
+
+def fail_on_seven(sample: tuple[np.ndarray, np.float32], rng: np.random.Generator) -> object:
+    if sample[1] == 7:
+        return 1 / 0
+    return sample
+
+
+def test_unpicklable_transform_is_refused_before_starting() -> None:
+    """A lambda transform with workers fails up front, saying how to fix it."""
+    loader = kloader.Loader(IdDataset(4), batch_size=2, transform=lambda s, rng: s, num_workers=2)
+    with pytest.raises(TypeError, match=r"cannot be pickled.*Define it at module level"):
+        next(iter(loader))
+    assert loader.worker_pids == []
+
+
+class HoldsALock(IdDataset):
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.lock = threading.Lock()
+
+
+def test_unpicklable_source_is_refused_before_starting() -> None:
+    """A source holding a lock names the source as the problem."""
+    loader = kloader.Loader(HoldsALock(), batch_size=2, num_workers=1)
+    with pytest.raises(TypeError, match="sends the source to worker processes"):
+        next(iter(loader))
+
+
+def test_random_access_during_iteration_does_not_disturb_workers() -> None:
+    """loader[i] is computed in this process and does not change what the workers yield."""
+    expected = batches(kloader.Loader(IdDataset(16), batch_size=4, seed=3), 1)
+    with kloader.Loader(IdDataset(16), batch_size=4, seed=3, num_workers=2) as loader:
+        got = []
+        for batch in loader:
+            loader[3]
+            got.append(batch)
+        assert_batches_equal(got, expected)
+
+
+def test_a_dropped_loader_stops_its_workers_at_once() -> None:
+    """A loader freed without close() stops its workers by reference counting,
+    immediately (no reference cycle leaves them to a later garbage collection)."""
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=0, transform=jitter, num_workers=2)
+    next(iter(loader))
+    processes = [psutil.Process(pid) for pid in loader.worker_pids]
+    del loader
+    _, alive = psutil.wait_procs(processes, timeout=2)
+    assert alive == []
