@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import kloader
-from tests.keras_utils import IdRecorder, first_feature_model, id_model
-from tests.utils import IdDataset, id_arrays
+
+from keras_utils import IdRecorder, first_feature_model, id_model
+from utils import IdDataset, id_arrays
 
 # Frozen: the ids seed 42 gives IdDataset(10) in batches of 4, epochs 0-2. The
 # same list is asserted on every backend, so it proves they agree.

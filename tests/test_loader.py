@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import kloader
-from tests.utils import IdDataset, assert_batches_equal, id_arrays
+
+from utils import IdDataset, assert_batches_equal, id_arrays
 
 
 def ids_of(loader: kloader.Loader) -> list[list[int]]:

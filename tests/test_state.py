@@ -7,7 +7,8 @@ import json
 import pytest
 
 import kloader
-from tests.utils import IdDataset, assert_state_restores_rest, id_arrays, jitter
+
+from utils import IdDataset, assert_state_restores_rest, id_arrays, jitter
 
 
 @pytest.mark.parametrize("shuffle", [True, False])

@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 import kloader
-from tests.utils import IdDataset, assert_batches_equal, id_arrays, jitter
+
+from utils import IdDataset, assert_batches_equal, id_arrays, jitter
 
 
 def batches(loader: kloader.Loader, epochs: int) -> list[object]:
