@@ -40,6 +40,7 @@ class Pass:
         self.start = 0
         self.next = 0
         self.completed = False
+        self.failed = False
 
     @property
     def handed_out_all(self) -> bool:
@@ -53,10 +54,18 @@ class Pass:
             self.epoch, self.start = self._loader._cursor_position()
             self.next = self.start
             self.started = True
+        if self.failed:
+            # After an error the pass is over: a framework that keeps pulling
+            # (tf.data's prefetch thread) must not start workers again.
+            raise StopIteration
         if self.next >= len(self._loader):
             self.complete()
             raise StopIteration
-        batch = self._loader._batch(self.epoch, self.next)
+        try:
+            batch = self._loader._batch(self.epoch, self.next)
+        except BaseException:
+            self.failed = True
+            raise
         self.next += 1
         if self._moves_cursor:
             self._loader._move_cursor(

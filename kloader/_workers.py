@@ -16,7 +16,9 @@ already in flight are kept for a while in case they are asked for later.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import multiprocessing.connection
 import pickle
 import signal
 import threading
@@ -35,6 +37,16 @@ from kloader._batches import BatchMaker
 from kloader._errors import WorkerError
 
 START_METHODS = ("fork", "forkserver", "spawn")
+
+# Set at exit: a framework thread (tf.data's, say) still pulling batches while
+# Python shuts down must not start a fresh set of workers.
+_interpreter_exiting = False
+
+
+@atexit.register
+def _note_exit() -> None:
+    global _interpreter_exiting
+    _interpreter_exiting = True
 
 
 class Task(NamedTuple):
@@ -82,6 +94,11 @@ class _WorkerDataset:
     def __getitem__(self, task: Task) -> tuple[tuple[int, int, int], Any]:
         batch = self.maker.make(task.seed, task.epoch, task.indices, _shared_memory.empty)
         return task.key, batch
+
+
+def _raised_in_a_worker(error: BaseException) -> bool:
+    # torch re-raises a worker's exception with this phrase in the message.
+    return "in DataLoader worker process" in str(error)
 
 
 def _keep_as_is(result: Any) -> Any:
@@ -141,7 +158,7 @@ class WorkerPool:
         self._plan: Iterator[Task] = iter(())
         self._in_flight: deque[tuple[int, int, int]] = deque()
         self._ready: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
-        self._last_workers: list[Any] = []
+        self._batches_received = 0
 
     @property
     def running(self) -> bool:
@@ -155,7 +172,11 @@ class WorkerPool:
         return [w.pid for w in self._iterator._workers if w.pid is not None]
 
     def get(self, task: Task) -> Any:
-        """The batch for `task`, as NumPy arrays; starts the workers if needed."""
+        """The batch for `task`, as NumPy arrays; starts the workers if needed.
+
+        Any failure stops all workers before it is raised. A worker that died
+        is reported as a WorkerError naming it, whatever symptom showed first.
+        """
         with self._lock:
             if task.key in self._ready:
                 return _to_numpy(self._ready.pop(task.key))
@@ -166,14 +187,17 @@ class WorkerPool:
             try:
                 while True:
                     key, batch = next(self._iterator)
+                    self._batches_received += 1
                     self._in_flight.remove(key)
                     if key == task.key:
                         return _to_numpy(batch)
                     self._keep(key, batch)
             except BaseException as error:
+                dead = self._dead_workers(wait=not _raised_in_a_worker(error))
+                message = self._death_message(dead) if dead else ""
                 self.close()
-                if isinstance(error, RuntimeError) and "exited unexpectedly" in str(error):
-                    raise WorkerError(self._death_message(str(error))) from error
+                if dead:
+                    raise WorkerError(message) from error
                 raise
 
     def _keep(self, key: tuple[int, int, int], batch: Any) -> None:
@@ -190,6 +214,8 @@ class WorkerPool:
                 return task
 
     def _start(self) -> None:
+        if _interpreter_exiting:
+            raise RuntimeError("kloader does not start worker processes while the interpreter is exiting.")
         context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             # Workers fork from a server that has already imported torch,
@@ -230,23 +256,36 @@ class WorkerPool:
             _utils.signal_handling._remove_worker_pids(id(self._iterator))  # type: ignore[attr-defined]
             self._iterator._worker_pids_set = False
 
-    def _death_message(self, torch_message: str) -> str:
-        return (
-            f"A kloader worker process died ({torch_message}; exit codes: "
-            f"{self._exit_codes()}). A worker killed by SIGKILL was most often stopped by the "
-            "out-of-memory killer: use fewer workers, a smaller batch_size or less prefetch. "
-            "All workers were shut down; iterating again starts new ones."
-        )
-
-    def _exit_codes(self) -> str:
-        codes = []
-        for worker in self._last_workers:
+    def _dead_workers(self, wait: bool) -> list[str]:
+        workers = self._iterator._workers if self._iterator is not None else []
+        if wait:
+            # A worker's death can surface first as a broken hand-over of its
+            # last batch; its exit status follows within milliseconds.
+            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=1.0)
+        dead = []
+        for worker in workers:
             code = worker.exitcode
             if code is not None and code < 0:
-                codes.append(f"pid {worker.pid}: {signal.Signals(-code).name}")
-            elif code is not None:
-                codes.append(f"pid {worker.pid}: exit code {code}")
-        return ", ".join(codes) or "unknown"
+                dead.append(f"pid {worker.pid} killed by {signal.Signals(-code).name}")
+            elif code:
+                dead.append(f"pid {worker.pid} exited with code {code}")
+        return dead
+
+    def _death_message(self, dead: list[str]) -> str:
+        message = f"A kloader worker process died ({'; '.join(dead)}). All workers were shut down; iterating again starts new ones. "
+        if self._batches_received == 0:
+            return message + (
+                "No worker ever delivered a batch, so it most likely failed to start: its traceback is "
+                "printed above. Workers started with 'forkserver' or 'spawn' import the main module "
+                "and unpickle the source and transform: a script needs an "
+                "`if __name__ == '__main__':` guard around its training code, and objects defined "
+                "in an interactive session or `python -c` cannot be found by workers (define them "
+                "in a module)."
+            )
+        return message + (
+            "A worker killed by SIGKILL was most often stopped by the out-of-memory killer: use "
+            "fewer workers, a smaller batch_size, or less prefetch."
+        )
 
     def close(self) -> None:
         """Stops the workers and forgets everything in flight. Safe to call twice."""
@@ -255,6 +294,6 @@ class WorkerPool:
             self._in_flight.clear()
             self._ready.clear()
             self._plan = iter(())
+            self._batches_received = 0
             if iterator is not None:
-                self._last_workers = list(iterator._workers)
                 iterator._shutdown_workers()
