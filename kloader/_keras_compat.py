@@ -76,4 +76,7 @@ def tf_dataset(make_pass: Callable[[], Any], example_batch: Any) -> Any:
 
     signature = tf.nest.map_structure(spec, example_batch)
     dataset = tf.data.Dataset.from_generator(make_pass, output_signature=signature)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # The loader shards itself: tf.distribute must not drop elements of it again.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

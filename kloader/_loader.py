@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kloader import _keras_compat, _order, _seeding, _state, _workers
+from kloader import _distributed, _keras_compat, _order, _seeding, _state, _workers
 from kloader._batches import BatchMaker, Transform
 from kloader._passes import Pass
 from kloader._sources import ArraySource, MapSource, as_source
@@ -27,9 +27,11 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _validate_shard(shard: Any) -> tuple[int, int]:
+def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
+    if shard == "auto":
+        return _distributed.detect_shard()
     if shard is None:
-        return (0, 1)
+        return (0, 1), "none"
     try:
         index, count = shard
         ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (index, count))
@@ -37,10 +39,10 @@ def _validate_shard(shard: Any) -> tuple[int, int]:
         ok = False
     if not ok or not 0 <= index < count:
         raise ValueError(
-            f"`shard` must be (index, count) with 0 <= index < count, got {shard!r}. For process "
-            "2 of 4 pass shard=(2, 4)."
+            f'`shard` must be "auto", None or (index, count) with 0 <= index < count, got '
+            f"{shard!r}. For process 2 of 4 pass shard=(2, 4)."
         )
-    return (int(index), int(count))
+    return (int(index), int(count)), "explicit"
 
 
 def _plan_from(task_for: Any, num_batches: int, task: _workers.Task) -> Iterator[_workers.Task]:
@@ -90,9 +92,13 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         drop_remainder: leave out the last, smaller batch of each epoch.
         num_workers: 0 makes batches in this process; N > 0 starts N worker
             processes that live across epochs and prefetch ahead.
-        shard: `(index, count)` to read one shard of `count`; every shard of an
-            epoch comes from the same permutation, shards are disjoint, have the
-            same number of batches, and together cover the epoch.
+        shard: which part of every epoch this process reads. "auto" (default)
+            asks the distributed engine already initialised in this process
+            (torch.distributed, JAX multi-process, TensorFlow multi-worker) and
+            reads everything when there is none; `(index, count)` reads shard
+            `index` of `count`; None reads everything. Shards of an epoch come
+            from the same permutation, are disjoint, have the same number of
+            batches, and together cover the epoch.
         start_method: how workers start: "forkserver" (default where available,
             safe after CUDA / JAX / TensorFlow have started threads), "spawn" or
             "fork".
@@ -117,7 +123,7 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         transform: Transform | None = None,
         drop_remainder: bool = False,
         num_workers: int = 0,
-        shard: tuple[int, int] | None = None,
+        shard: tuple[int, int] | str | None = "auto",
         start_method: str | None = None,
         prefetch: int = 2,
         **keras_arguments: Any,
@@ -147,9 +153,10 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             raise TypeError(f"`transform` must be callable as transform(sample, rng), got {transform!r}.")
         self.shuffle: bool = bool(shuffle)
         self.drop_remainder: bool = bool(drop_remainder)
-        self.shard_index: int
-        self.num_shards: int
-        self.shard_index, self.num_shards = _validate_shard(shard)
+        shard_position, engine = _resolve_shard(shard)
+        self.shard_index: int = shard_position[0]
+        self.num_shards: int = shard_position[1]
+        self.shard_engine: str = engine
         self._seed: int = _seeding.draw_seed() if seed is None else _seeding.validate_seed(seed)
         self._seed_was_given: bool = seed is not None
         self._source: ArraySource | MapSource = as_source(source)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
 import signal
 import threading
@@ -86,14 +87,36 @@ def check_picklable(obj: Any, what: str) -> None:
 
 
 class _WorkerDataset:
-    """What each worker process holds: the batch maker. Indices are tasks."""
+    """What each worker process holds: the batch maker. Indices are tasks.
 
-    def __init__(self, maker: BatchMaker):
+    `parent_alive` is the read end of a pipe whose write end only the main
+    process holds: it reaches end-of-file when the main process dies, however
+    it dies. torch's own watchdog watches the worker's parent process, which
+    under forkserver is the fork server, not the main process, and the fork
+    server in turn waits for its children: killed with SIGKILL, the main
+    process would leave both behind for good.
+    """
+
+    def __init__(self, maker: BatchMaker, parent_alive: Any):
         self.maker = maker
+        self.parent_alive = parent_alive
 
     def __getitem__(self, task: Task) -> tuple[tuple[int, int, int], Any]:
         batch = self.maker.make(task.seed, task.epoch, task.indices, _shared_memory.empty)
         return task.key, batch
+
+
+def _watch_parent(worker_id: int) -> None:
+    """worker_init_fn: exit as soon as the main process is gone."""
+    info = torch.utils.data.get_worker_info()
+    parent_alive = getattr(info.dataset, "parent_alive", None) if info is not None else None
+    if parent_alive is not None:
+        threading.Thread(target=_exit_on_end_of_file, args=(parent_alive,), daemon=True).start()
+
+
+def _exit_on_end_of_file(connection: Any) -> None:
+    multiprocessing.connection.wait([connection])
+    os._exit(0)
 
 
 def _raised_in_a_worker(error: BaseException) -> bool:
@@ -159,6 +182,7 @@ class WorkerPool:
         self._in_flight: deque[tuple[int, int, int]] = deque()
         self._ready: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._batches_received = 0
+        self._alive_writer: Any = None
 
     @property
     def running(self) -> bool:
@@ -225,24 +249,34 @@ class WorkerPool:
             # and transforms defined in a script can be unpickled. (This only
             # takes effect when the server starts, for the first pool.)
             context.set_forkserver_preload(["__main__", "kloader._workers", *self._maker.modules()])
+        parent_alive = None
+        if self.start_method != "fork":
+            # Under fork, workers are children of this process, torch's watchdog
+            # sees its death, and they would inherit the write end anyway.
+            parent_alive, self._alive_writer = context.Pipe(duplex=False)
         try:
             with warnings.catch_warnings():
                 # torch's advice against more workers than cores names its
                 # DataLoader, which kloader users never created; the choice is theirs.
                 warnings.filterwarnings("ignore", message="This DataLoader will create")
                 data_loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
-                    _WorkerDataset(self._maker),  # type: ignore[arg-type]
+                    _WorkerDataset(self._maker, parent_alive),  # type: ignore[arg-type]
                     batch_size=None,
                     sampler=_Sampler(self),
                     num_workers=self.num_workers,
                     collate_fn=_keep_as_is,
                     multiprocessing_context=context,
                     prefetch_factor=self._prefetch,
+                    worker_init_fn=_watch_parent,
                 )
                 self._iterator = iter(data_loader)
         except BaseException:
             self._in_flight.clear()
+            self._close_alive_writer()
             raise
+        finally:
+            if parent_alive is not None:
+                parent_alive.close()  # the workers have their own copies now
         self._report_deaths_where_we_wait()
 
     def _report_deaths_where_we_wait(self) -> None:
@@ -297,3 +331,9 @@ class WorkerPool:
             self._batches_received = 0
             if iterator is not None:
                 iterator._shutdown_workers()
+            self._close_alive_writer()
+
+    def _close_alive_writer(self) -> None:
+        if self._alive_writer is not None:
+            self._alive_writer.close()
+            self._alive_writer = None

@@ -1,0 +1,65 @@
+"""Which shard this process reads: found from the distributed engine already running.
+
+kloader starts no engine and imports none: it looks at the ones the program
+has already imported and initialised, in this order:
+
+1. `torch.distributed`, initialised (`torchrun` + `init_process_group`):
+   rank and world size.
+2. JAX multi-process (`jax.distributed.initialize`): `jax.process_index()` and
+   `jax.process_count()`. Only when the distributed client is up, so that
+   merely importing JAX never starts its backends.
+3. TensorFlow multi-worker (`tf.distribute.MultiWorkerMirroredStrategy`, which
+   reads `TF_CONFIG`): the worker's task index and the number of workers.
+
+Otherwise the process reads everything: shard (0, 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _torch_shard() -> tuple[int, int] | None:
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _jax_shard() -> tuple[int, int] | None:
+    if "jax" not in sys.modules:
+        return None
+    import jax
+    from jax._src import distributed
+
+    if distributed.global_state.client is None:
+        return None
+    return jax.process_index(), jax.process_count()
+
+
+def _tensorflow_shard() -> tuple[int, int] | None:
+    if "tensorflow" not in sys.modules or "TF_CONFIG" not in os.environ:
+        return None
+    config = json.loads(os.environ["TF_CONFIG"])
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
+    if len(workers) < 2 or task.get("type") not in ("chief", "worker"):
+        return None
+    chiefs = len(cluster.get("chief", []))
+    index = int(task.get("index", 0)) + (chiefs if task["type"] == "worker" else 0)
+    return index, len(workers)
+
+
+def detect_shard() -> tuple[tuple[int, int], str]:
+    """(index, count) of this process, and which engine said so ("none" if no engine)."""
+    for engine, find in (
+        ("torch.distributed", _torch_shard),
+        ("jax", _jax_shard),
+        ("tensorflow", _tensorflow_shard),
+    ):
+        shard = find()
+        if shard is not None:
+            return shard, engine
+    return (0, 1), "none"
