@@ -1,6 +1,6 @@
 """JPEG draft decoding: speed and quality against a full decode, and the cost of the skip scan.
 
-    python benchmarks/decode_draft.py            (about a minute)
+    python benchmarks/decode_draft.py            (about 10 seconds)
 
 Writes photo-like synthetic JPEGs (smooth shading, sharp-edged shapes, fine
 texture and sensor noise; quality 90) at a few sizes, then for a few targets

@@ -41,7 +41,7 @@ def save_preview(
     Args:
         loader: a `kloader.Loader` whose batches are `(images, labels, ...)` or
             `images`; or such a batch itself.
-        path: the PNG file to write.
+        path: the PNG file to write (missing parent folders are created).
         batch: which batch of the epoch.
         epoch: which epoch (default: the loader's current epoch).
         class_names: captions for label ids (default: the `class_names` of the
@@ -83,6 +83,7 @@ def save_preview(
     ]
     sheet = _contact_sheet(pictures, captions)
     target = os.fspath(path)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     sheet.save(target, format="PNG")
     return target
 
