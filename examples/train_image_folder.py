@@ -17,6 +17,7 @@ same images in the same order.
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,9 @@ def main() -> None:
     kloader.save_preview(train, args.preview, max_images=args.preview_images)
     print(f"wrote {args.preview}: batch 0 of epoch 0, augmented, as the model gets it")
 
-    keras.utils.set_random_seed(0)
+    # Keras draws initial weights from seeds it takes from Python's `random`; seeding it
+    # makes runs repeatable (keras.utils.set_random_seed would also import TensorFlow).
+    random.seed(0)
     model = build_model(train_folder.image_shape, len(folder.class_names or []))
     history = model.fit(train, validation_data=validation, epochs=args.epochs, verbose=2)
 

@@ -414,8 +414,9 @@ def _scan(
             f"{len(loose)} image files directly in it" if loose else f"no images ({_describe_others(others)})"
         )
         raise ValueError(
-            f"No class subfolders in {root!r} (found {what}). Put the images of each class in "
-            "their own subfolder (e.g. cats/, dogs/), or use label_mode=None for unlabelled images."
+            f"No class subfolders in {root!r} (found {what}). ImageFolder looks for one subfolder "
+            f"per class holding {extensions} files: put the images of each class in their own "
+            "subfolder (e.g. cats/, dogs/), or use label_mode=None for unlabelled images."
         )
     names = _select_classes(root, folders, class_names)
     found_paths: list[str] = []

@@ -11,7 +11,8 @@ from PIL.JpegImagePlugin import JpegImageFile
 
 from kloader import _decode
 from kloader._decode import DecodeSpec, UnreadableImageError
-from tests import images
+
+import image_files as images
 
 
 def decode(path: Path, size: int | tuple[int, int] = 24, **options: object) -> np.ndarray:

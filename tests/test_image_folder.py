@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import kloader
-from tests import images
-from tests.utils import assert_batches_equal
+
+import image_files as images
+from utils import assert_batches_equal
 
 # ------------------------------------------------------------------- scan
 
@@ -140,8 +141,11 @@ def test_missing_folder_and_file_instead_of_folder(tmp_path: Path) -> None:
 
 def test_empty_folder_and_folder_without_class_subfolders(tmp_path: Path) -> None:
     """No subfolders: the error says so, and counts loose images if there are any."""
-    with pytest.raises(ValueError, match=r"No class subfolders in .*found no images \(no files at all\)"):
+    with pytest.raises(
+        ValueError, match=r"No class subfolders in .*found no images \(no files at all\)"
+    ) as caught:
         kloader.ImageFolder(tmp_path, image_size=4)
+    assert str(tmp_path) in str(caught.value) and ".jpg, .png" in str(caught.value)
     images.write_solid(tmp_path / "loose.jpg", (0, 0, 0))
     with pytest.raises(ValueError, match=r"found 1 image files directly in it.*label_mode=None"):
         kloader.ImageFolder(tmp_path, image_size=4)

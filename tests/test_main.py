@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,14 @@ import pytest
 import kloader
 from kloader import __main__ as cli
 from kloader import _inspect
-from tests import images
 
-ROOT = Path(__file__).resolve().parent.parent
+import image_files as images
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Runs this Python in `cwd` (not the repository), so it imports the installed kloader."""
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
     )
 
 
@@ -32,7 +30,7 @@ def test_inspect_reports_classes_sizes_and_unreadable_files(tmp_path: Path) -> N
     images.write_truncated_jpeg(tmp_path / "cat" / "broken.jpg")
     images.write_text(tmp_path / "cat" / "notes.txt")
     images.write_solid(tmp_path / "stray.jpg", (0, 0, 0))
-    result = run("-m", "kloader", "inspect", str(tmp_path), "--no-progress")
+    result = run("-m", "kloader", "inspect", str(tmp_path), "--no-progress", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert "Classes: 2" in out
@@ -52,9 +50,9 @@ def test_inspect_of_a_clean_flat_folder_exits_0(tmp_path: Path) -> None:
     assert code == 0
 
 
-def test_inspect_of_a_missing_folder_says_so() -> None:
+def test_inspect_of_a_missing_folder_says_so(tmp_path: Path) -> None:
     """A missing folder: exit code 2 and the path on stderr."""
-    result = run("-m", "kloader", "inspect", "/no/such/folder")
+    result = run("-m", "kloader", "inspect", "/no/such/folder", cwd=tmp_path)
     assert result.returncode == 2 and "/no/such/folder" in result.stderr
 
 
@@ -80,7 +78,7 @@ def test_progress_bar_shows_on_request(tmp_path: Path, capsys: pytest.CaptureFix
     assert "2/2 files" in capsys.readouterr().err
 
 
-def test_image_names_import_neither_keras_nor_torch() -> None:
+def test_image_names_import_neither_keras_nor_torch(tmp_path: Path) -> None:
     """ImageFolder and its decoding load without Keras (workers never import it); `import kloader`
     does not even load Pillow."""
     code = (
@@ -91,7 +89,7 @@ def test_image_names_import_neither_keras_nor_torch() -> None:
         "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    result = run("-c", code)
+    result = run("-c", code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 

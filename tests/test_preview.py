@@ -10,7 +10,8 @@ from PIL import Image
 
 import kloader
 from kloader import _preview
-from tests import images
+
+import image_files as images
 
 
 def folder_loader(root: Path, transform: object = images.invert, **options: object) -> kloader.Loader:
