@@ -1,14 +1,10 @@
-"""The files of an image folder: found once, kept in NumPy arrays, split by seed.
+"""The files of an image folder, kept in NumPy arrays, and their split by seed.
 
 A `FileIndex` holds every relative path in one bytes buffer with offsets, and
 the labels in an int32 array. Worker processes receive it by pickling: a few
 arrays, not a Python object per file, so it pickles small and its memory is
 never touched by reference counting (no copy-on-write growth in forked
 workers).
-
-Source order is image_dataset_from_directory's: classes in label order, and
-within a class the folders in sorted order of their paths and the files of
-each folder sorted by name.
 """
 
 from __future__ import annotations
@@ -21,18 +17,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from kloader import _seeding
-
-EXTENSIONS = ("bmp", "gif", "jpeg", "jpg", "png", "tif", "tiff", "webp")
-_SUFFIXES = tuple("." + extension for extension in EXTENSIONS)
-
-
-def is_image_name(name: str) -> bool:
-    """True for a visible file with an image extension (any case)."""
-    return not name.startswith(".") and name.lower().endswith(_SUFFIXES)
-
-
-def describe_extensions() -> str:
-    return ", ".join("." + extension for extension in EXTENSIONS) + " (any case)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,46 +58,6 @@ class FileIndex:
         """The sub-index of `positions`, in that order."""
         labels = None if self.labels is None else self.labels[positions]
         return FileIndex.build([self.path(int(p)) for p in positions], labels)
-
-
-# ------------------------------------------------------------------- scan
-
-
-def list_class_folders(directory: str) -> list[str]:
-    """Visible subfolders of `directory` (links to folders included), sorted by name."""
-    return sorted(
-        name
-        for name in os.listdir(directory)
-        if not name.startswith(".") and os.path.isdir(os.path.join(directory, name))
-    )
-
-
-def walk_images(directory: str, *, follow_links: bool) -> tuple[list[str], list[str]]:
-    """(image paths, other file names) under `directory`, recursively.
-
-    Image paths are relative to `directory`, in image_dataset_from_directory's
-    order (folders sorted by path, files sorted by name). Hidden files and
-    folders (names starting with ".") are left out. With `follow_links`, linked
-    folders are entered, each real folder once (no endless loops).
-    """
-    seen: set[tuple[int, int]] = set()
-    folders: list[tuple[str, list[str]]] = []
-    others: list[str] = []
-    for root, dirnames, filenames in os.walk(directory, followlinks=follow_links):
-        if follow_links:
-            status = os.stat(root)
-            if (status.st_dev, status.st_ino) in seen:
-                dirnames[:] = []
-                continue
-            seen.add((status.st_dev, status.st_ino))
-        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
-        folders.append((root, [name for name in filenames if is_image_name(name)]))
-        others.extend(name for name in filenames if not name.startswith(".") and not is_image_name(name))
-    paths: list[str] = []
-    for root, names in sorted(folders, key=lambda folder: folder[0]):
-        relative = os.path.relpath(root, directory)
-        paths.extend(name if relative == "." else os.path.join(relative, name) for name in sorted(names))
-    return paths, others
 
 
 # ------------------------------------------------------------------ split

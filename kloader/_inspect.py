@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from kloader import _decode, _file_index
+from kloader import _decode, _scan
 
 Progress = Callable[[int, int], None]
 _THREADS = 8
@@ -57,7 +57,7 @@ def survey(
     """Scans `directory` as ImageFolder does and reads every file's header (and checks it)."""
     if not os.path.isdir(directory):
         raise NotADirectoryError(f"{directory!r} is not a folder (looked at {os.path.abspath(directory)!r}).")
-    folders = _file_index.list_class_folders(directory)
+    folders = _scan.list_class_folders(directory)
     classes: list[tuple[str, int]] | None = None
     paths: list[str] = []
     others: list[str] = []
@@ -65,14 +65,14 @@ def survey(
     if folders:
         classes = []
         for name in folders:
-            found, other = _file_index.walk_images(os.path.join(directory, name), follow_links=follow_links)
+            found, other = _scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
             classes.append((name, len(found)))
             paths.extend(os.path.join(directory, name, path) for path in found)
             others.extend(other)
         top = [name for name in os.listdir(directory) if os.path.isfile(os.path.join(directory, name))]
-        loose = sum(_file_index.is_image_name(name) for name in top)
+        loose = sum(_scan.is_image_name(name) for name in top)
     else:
-        found, others = _file_index.walk_images(directory, follow_links=follow_links)
+        found, others = _scan.walk_images(directory, follow_links=follow_links)
         paths = [os.path.join(directory, path) for path in found]
     spec = _decode.DecodeSpec((8, 8), max_pixels=max_pixels)
     infos: list[FileInfo] = []
@@ -99,7 +99,7 @@ def _read(path: str, spec: _decode.DecodeSpec, check: bool) -> FileInfo:
 def report(result: Survey) -> str:
     """The survey as text, for people."""
     lines = [f"Folder: {result.directory}"]
-    extensions = _file_index.describe_extensions()
+    extensions = _scan.describe_extensions()
     if result.classes is None:
         lines.append(f"No class subfolders: {len(result.files)} images (label_mode=None reads them all).")
     else:

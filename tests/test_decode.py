@@ -136,6 +136,17 @@ def test_exif_orientation_is_applied(
         assert near(array[5, 30], top) and near(array[55, 30], bottom)
 
 
+def test_exif_orientation_with_draft_decoding(tmp_path: Path) -> None:
+    """A large rotated JPEG, decoded at reduced scale, is still rotated and matches a full decode."""
+    path = images.write_exif_rotated(tmp_path / "big.jpg", 6, size=(800, 400))
+    with Image.open(path) as opened:
+        assert _decode.draft_scale(opened.size, 6, DecodeSpec((60, 30))) == 4  # shown 400 x 800
+    fast = decode(path, (60, 30), dtype="uint8").astype(int)
+    full = decode(path, (60, 30), dtype="uint8", fast_decode=False).astype(int)
+    assert np.abs(fast[5, 15] - [255, 0, 0]).max() < 40 and np.abs(fast[55, 15] - [0, 0, 255]).max() < 40
+    assert np.abs(fast - full).mean() < 1.5
+
+
 # ------------------------------------------------------------------ resize
 
 
