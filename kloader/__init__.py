@@ -6,7 +6,9 @@ every run and after a resume.
 
 Names that need Keras are imported on first use, so that worker processes,
 which import this package to unpickle their work, never import Keras (and with
-it TensorFlow or JAX).
+it TensorFlow or JAX). The image names (`ImageFolder`, `save_preview`) are
+imported on first use too, so that `import kloader` does not load Pillow;
+neither imports Keras.
 """
 
 from __future__ import annotations
@@ -18,22 +20,28 @@ from kloader._errors import SampleError, WorkerError
 
 if TYPE_CHECKING:
     from kloader._callbacks import BackupAndRestore, EpochSync
+    from kloader._image_folder import ImageFolder
     from kloader._loader import Loader
+    from kloader._preview import save_preview
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackupAndRestore",
     "EpochSync",
+    "ImageFolder",
     "Loader",
     "SampleError",
     "WorkerError",
+    "save_preview",
 ]
 
 _LAZY = {
     "BackupAndRestore": "kloader._callbacks",
     "EpochSync": "kloader._callbacks",
+    "ImageFolder": "kloader._image_folder",
     "Loader": "kloader._loader",
+    "save_preview": "kloader._preview",
 }
 
 

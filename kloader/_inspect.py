@@ -1,0 +1,150 @@
+"""A survey of an image folder: classes, counts, image sizes, unreadable files.
+
+What `python -m kloader inspect DIR` prints. It reads what an `ImageFolder`
+would read (the same scan, the same check as `on_error="skip"`), so the files
+it reports as unreadable are exactly the ones `on_error="skip"` leaves out.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from kloader import _decode, _scan
+
+Progress = Callable[[int, int], None]
+_THREADS = 8
+
+
+@dataclasses.dataclass
+class FileInfo:
+    """What one file's header says, and why it cannot be read (None when it can)."""
+
+    path: str
+    size: tuple[int, int] | None = None  # (width, height) as stored
+    format: str | None = None
+    mode: str | None = None
+    problem: str | None = None
+
+
+@dataclasses.dataclass
+class Survey:
+    directory: str
+    classes: list[tuple[str, int]] | None  # None: no class subfolders
+    files: list[FileInfo]
+    loose_images: int  # images directly in the folder, next to class subfolders (not used)
+    other_files: list[str]
+
+    @property
+    def unreadable(self) -> list[FileInfo]:
+        return [info for info in self.files if info.problem is not None]
+
+
+def survey(
+    directory: str,
+    *,
+    follow_links: bool = False,
+    check: bool = True,
+    max_pixels: int | None = _decode.DEFAULT_MAX_PIXELS,
+    progress: Progress | None = None,
+) -> Survey:
+    """Scans `directory` as ImageFolder does and reads every file's header (and checks it)."""
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(f"{directory!r} is not a folder (looked at {os.path.abspath(directory)!r}).")
+    folders = _scan.list_class_folders(directory)
+    classes: list[tuple[str, int]] | None = None
+    paths: list[str] = []
+    others: list[str] = []
+    loose = 0
+    if folders:
+        classes = []
+        for name in folders:
+            found, other = _scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
+            classes.append((name, len(found)))
+            paths.extend(os.path.join(directory, name, path) for path in found)
+            others.extend(other)
+        top = [name for name in os.listdir(directory) if os.path.isfile(os.path.join(directory, name))]
+        loose = sum(_scan.is_image_name(name) for name in top)
+    else:
+        found, others = _scan.walk_images(directory, follow_links=follow_links)
+        paths = [os.path.join(directory, path) for path in found]
+    spec = _decode.DecodeSpec((8, 8), max_pixels=max_pixels)
+    infos: list[FileInfo] = []
+    with ThreadPoolExecutor(max_workers=min(_THREADS, os.cpu_count() or 1)) as pool:
+        for info in pool.map(lambda path: _read(path, spec, check), paths):
+            infos.append(info)
+            if progress is not None:
+                progress(len(infos), len(paths))
+    return Survey(directory, classes, infos, loose, others)
+
+
+def _read(path: str, spec: _decode.DecodeSpec, check: bool) -> FileInfo:
+    info = FileInfo(path)
+    try:
+        with Image.open(path) as image:
+            info.size, info.format, info.mode = image.size, image.format, image.mode
+    except Exception as error:  # reported, as the check below words it
+        info.problem = f"{type(error).__name__}: {error}"
+    if check or info.problem is not None:
+        info.problem = _decode.check(path, spec)
+    return info
+
+
+def report(result: Survey) -> str:
+    """The survey as text, for people."""
+    lines = [f"Folder: {result.directory}"]
+    extensions = _scan.describe_extensions()
+    if result.classes is None:
+        lines.append(f"No class subfolders: {len(result.files)} images (label_mode=None reads them all).")
+    else:
+        lines.append(f"Classes: {len(result.classes)} (label order = sorted folder names)")
+        width = max(len(name) for name, _ in result.classes)
+        for label, (name, count) in enumerate(result.classes):
+            note = "   <- no images: ImageFolder refuses an empty class folder" if count == 0 else ""
+            lines.append(f"  {label:>3}  {name:<{width}}  {count:>7} images{note}")
+        lines.append(f"Total: {len(result.files)} images")
+        if result.loose_images:
+            lines.append(
+                f"Note: {result.loose_images} images lie directly in the folder, outside the class "
+                "subfolders; ImageFolder does not use them."
+            )
+    if result.other_files:
+        kinds = collections.Counter(
+            os.path.splitext(name)[1].lower() or "(none)" for name in result.other_files
+        )
+        listing = ", ".join(f"{kind} {count}" for kind, count in kinds.most_common(5))
+        lines.append(f"Ignored: {len(result.other_files)} files without an image extension ({listing})")
+    lines.extend(_size_lines(result.files))
+    unreadable = result.unreadable
+    lines.append(
+        f"Unreadable: {len(unreadable)}" + (" (on_error='skip' leaves these out)" if unreadable else "")
+    )
+    lines.extend(f"  {info.path}: {info.problem}" for info in unreadable)
+    if not result.files:
+        lines.append(f"No images found (looked for {extensions}).")
+    return "\n".join(lines)
+
+
+def _size_lines(files: list[FileInfo]) -> list[str]:
+    sizes = [info.size for info in files if info.size is not None]
+    if not sizes:
+        return []
+    widths = np.array([w for w, _ in sizes])
+    heights = np.array([h for _, h in sizes])
+    common = collections.Counter(sizes).most_common(3)
+    formats = collections.Counter(info.format for info in files if info.format)
+    modes = collections.Counter(info.mode for info in files if info.mode)
+    return [
+        "Image sizes (width x height, as stored): "
+        f"min {widths.min()}x{heights.min()}, median {int(np.median(widths))}x{int(np.median(heights))}, "
+        f"max {widths.max()}x{heights.max()}; {len(set(sizes))} distinct; most common "
+        + ", ".join(f"{w}x{h} ({n})" for (w, h), n in common),
+        "Formats: " + ", ".join(f"{name} {n}" for name, n in formats.most_common()),
+        "Modes: " + ", ".join(f"{name} {n}" for name, n in modes.most_common()),
+    ]

@@ -1,0 +1,288 @@
+"""Decoding one file: formats, colour modes, EXIF, resizing, dtypes, JPEG draft, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
+
+from kloader import _decode
+from kloader._decode import DecodeSpec, UnreadableImageError
+
+import image_files as images
+
+
+def decode(path: Path, size: int | tuple[int, int] = 24, **options: object) -> np.ndarray:
+    return _decode.decode(str(path), DecodeSpec(size, **options))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("extension", ["jpg", "jpeg", "JPG", "png", "bmp", "gif", "tiff", "webp"])
+@pytest.mark.parametrize(("color_mode", "channels"), [("rgb", 3), ("grayscale", 1), ("rgba", 4)])
+def test_every_format_decodes_to_the_requested_shape(
+    tmp_path: Path, extension: str, color_mode: str, channels: int
+) -> None:
+    """Each supported format gives (height, width, channels) float32 in 0..255."""
+    path = images.write_pattern(tmp_path / f"picture.{extension}", size=(37, 23))
+    array = decode(path, (16, 20), color_mode=color_mode)
+    assert array.shape == (16, 20, channels) and array.dtype == np.float32
+    assert array.min() >= 0 and array.max() <= 255 and array.std() > 10
+
+
+def test_lossless_png_at_its_own_size_is_exact(tmp_path: Path) -> None:
+    """No resize is done when the image already has the target size: pixels come through exactly."""
+    pixels = images.pattern(30, 20, seed=3)
+    path = images.write(tmp_path / "exact.png", Image.fromarray(pixels))
+    np.testing.assert_array_equal(decode(path, (20, 30)), pixels.astype(np.float32))
+    np.testing.assert_array_equal(decode(path, (20, 30), dtype="uint8"), pixels)
+
+
+def test_dtype_and_rescale(tmp_path: Path) -> None:
+    """float32 is 0..255 times rescale; uint8 is the raw bytes."""
+    path = images.write_solid(tmp_path / "solid.png", (255, 51, 0))
+    assert decode(path, dtype="uint8").dtype == np.uint8
+    assert decode(path, dtype="uint8")[0, 0].tolist() == [255, 51, 0]
+    np.testing.assert_allclose(decode(path, rescale=1 / 255)[0, 0], [1.0, 0.2, 0.0], rtol=1e-6)
+
+
+# ------------------------------------------------------------ colour modes
+
+
+def test_grayscale_to_rgb_and_rgb_to_grayscale(tmp_path: Path) -> None:
+    """L becomes three equal channels; RGB becomes luminance (ITU-R 601-2)."""
+    gray = images.write_solid(tmp_path / "gray.png", 77, mode="L")
+    assert decode(gray, dtype="uint8")[0, 0].tolist() == [77, 77, 77]
+    red = images.write_solid(tmp_path / "red.png", (200, 0, 0))
+    assert decode(red, color_mode="grayscale", dtype="uint8")[0, 0].tolist() == [round(200 * 299 / 1000)]
+
+
+def test_rgba_keeps_alpha_or_drops_it(tmp_path: Path) -> None:
+    """color_mode="rgba" keeps alpha; "rgb" drops it, as Keras does."""
+    path = images.write_solid(tmp_path / "rgba.png", (10, 20, 30, 40), mode="RGBA")
+    assert decode(path, color_mode="rgba", dtype="uint8")[3, 3].tolist() == [10, 20, 30, 40]
+    assert decode(path, color_mode="rgb", dtype="uint8")[3, 3].tolist() == [10, 20, 30]
+
+
+def test_palette_images_with_and_without_transparency(tmp_path: Path) -> None:
+    """P images convert through their palette; a transparent index becomes alpha 0."""
+    image = Image.new("P", (8, 8), 1)
+    image.putpalette([0, 0, 0, 250, 100, 5] + [0] * 762)
+    image.paste(0, (0, 0, 4, 8))
+    plain = images.write(tmp_path / "palette.png", image)
+    assert decode(plain, 8, dtype="uint8")[0, 7].tolist() == [250, 100, 5]
+    transparent = images.write(tmp_path / "transparent.png", image, transparency=0)
+    rgba = decode(transparent, 8, color_mode="rgba", dtype="uint8")
+    assert rgba[0, 0, 3] == 0 and rgba[0, 7].tolist() == [250, 100, 5, 255]
+    assert decode(transparent, 8, dtype="uint8")[0, 7].tolist() == [250, 100, 5]
+    gif = images.write(tmp_path / "palette.gif", image)
+    assert decode(gif, 8, dtype="uint8")[0, 7].tolist() == [250, 100, 5]
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    """A CMYK JPEG (as print workflows write them) decodes to its RGB colour."""
+    path = images.write_solid(tmp_path / "cmyk.jpg", (0, 255, 255, 0), mode="CMYK", quality=95)
+    with Image.open(path) as opened:
+        assert opened.mode == "CMYK"
+    red = decode(path, dtype="uint8")[5, 5].astype(int)
+    assert red[0] > 240 and red[1] < 15 and red[2] < 15
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """A 16-bit PNG (mode I;16) maps 0..65535 onto 0..255 (Pillow's own convert would clip at 255)."""
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    path = images.write(tmp_path / "deep.png", Image.fromarray(values))
+    with Image.open(path) as opened:
+        assert opened.mode == "I;16"
+    row = decode(path, (4, 4), color_mode="grayscale", dtype="uint8")[0, :, 0]
+    assert row.tolist() == [0, 1, 128, 255]
+    assert decode(path, (4, 4), dtype="uint8")[0, 2].tolist() == [128, 128, 128]
+
+
+def test_la_and_bilevel_images(tmp_path: Path) -> None:
+    """LA (gray + alpha) and 1-bit images convert to every colour mode."""
+    la = images.write_solid(tmp_path / "la.png", (90, 128), mode="LA")
+    assert decode(la, color_mode="grayscale", dtype="uint8")[0, 0].tolist() == [90]
+    assert decode(la, color_mode="rgba", dtype="uint8")[0, 0].tolist() == [90, 90, 90, 128]
+    bilevel = images.write_solid(tmp_path / "one.bmp", 1, mode="1")
+    assert decode(bilevel, dtype="uint8")[0, 0].tolist() == [255, 255, 255]
+
+
+# -------------------------------------------------------------------- EXIF
+
+
+@pytest.mark.parametrize(
+    ("orientation", "top", "bottom"),
+    [(1, None, None), (6, "red", "blue"), (8, "blue", "red"), (5, "red", "blue"), (7, "blue", "red")],
+)
+def test_exif_orientation_is_applied(
+    tmp_path: Path, orientation: int, top: str | None, bottom: str | None
+) -> None:
+    """A JPEG stored left red / right blue, tagged to be shown rotated, decodes as shown."""
+    path = images.write_exif_rotated(tmp_path / "rotated.jpg", orientation, size=(60, 40))
+    array = decode(path, (60, 60), dtype="uint8").astype(int)
+    colors = {"red": [255, 0, 0], "blue": [0, 0, 255]}
+
+    def near(pixel: np.ndarray, name: str) -> bool:
+        return bool(np.abs(pixel - colors[name]).max() < 40)
+
+    if top is None:  # not rotated: left red, right blue
+        assert near(array[30, 5], "red") and near(array[30, 55], "blue")
+    else:
+        assert near(array[5, 30], top) and near(array[55, 30], bottom)
+
+
+def test_exif_orientation_with_draft_decoding(tmp_path: Path) -> None:
+    """A large rotated JPEG, decoded at reduced scale, is still rotated and matches a full decode."""
+    path = images.write_exif_rotated(tmp_path / "big.jpg", 6, size=(800, 400))
+    with Image.open(path) as opened:
+        assert _decode.draft_scale(opened.size, 6, DecodeSpec((60, 30))) == 4  # shown 400 x 800
+    fast = decode(path, (60, 30), dtype="uint8").astype(int)
+    full = decode(path, (60, 30), dtype="uint8", fast_decode=False).astype(int)
+    assert np.abs(fast[5, 15] - [255, 0, 0]).max() < 40 and np.abs(fast[55, 15] - [0, 0, 255]).max() < 40
+    assert np.abs(fast - full).mean() < 1.5
+
+
+# ------------------------------------------------------------------ resize
+
+
+@pytest.mark.parametrize("interpolation", sorted(_decode.INTERPOLATIONS))
+def test_every_interpolation_name_resizes(tmp_path: Path, interpolation: str) -> None:
+    """All of image_dataset_from_directory's interpolation names are accepted."""
+    path = images.write_pattern(tmp_path / "p.png", size=(50, 40))
+    assert decode(path, (13, 17), interpolation=interpolation).shape == (13, 17, 3)
+
+
+def test_nearest_upscaling_repeats_pixels(tmp_path: Path) -> None:
+    """nearest turns each pixel of a 2x2 image into a 3x3 block."""
+    pixels = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]], dtype=np.uint8)
+    path = images.write(tmp_path / "tiny.png", Image.fromarray(pixels))
+    expected = pixels.repeat(3, axis=0).repeat(3, axis=1)
+    np.testing.assert_array_equal(decode(path, 6, interpolation="nearest", dtype="uint8"), expected)
+
+
+def test_crop_to_aspect_ratio_keeps_the_centre(tmp_path: Path) -> None:
+    """A 300x100 image of red | green | blue thirds, cropped to a square, is all green."""
+    array = np.zeros((100, 300, 3), np.uint8)
+    array[:, :100], array[:, 100:200], array[:, 200:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    path = images.write(tmp_path / "thirds.png", Image.fromarray(array))
+    cropped = decode(path, 32, crop_to_aspect_ratio=True, dtype="uint8")
+    assert (cropped == [0, 255, 0]).all()
+    stretched = decode(path, 32, dtype="uint8")
+    assert stretched[16, 0].tolist() == [255, 0, 0] and stretched[16, 31].tolist() == [0, 0, 255]
+
+
+def test_pad_to_aspect_ratio_adds_centred_zero_borders(tmp_path: Path) -> None:
+    """A 100x50 white image padded into 64x64: 16 black rows above and below 32 white ones."""
+    path = images.write_solid(tmp_path / "wide.png", (255, 255, 255), size=(100, 50))
+    padded = decode(path, 64, pad_to_aspect_ratio=True, dtype="uint8")
+    assert (padded[:16] == 0).all() and (padded[48:] == 0).all()
+    assert (padded[16:48] == 255).all()
+
+
+# -------------------------------------------------------------- JPEG draft
+
+
+def test_draft_scale_keeps_a_margin_and_follows_orientation() -> None:
+    """The draft divisor leaves the decoded image at least twice the target, rotated or not."""
+    spec = DecodeSpec((100, 50))
+    assert _decode.draft_scale((800, 400), 1, spec) == 2  # needs 100 rows of 400: 1/2 leaves 200
+    assert _decode.draft_scale((800, 400), 6, spec) == 4  # shown 400 wide, 800 tall
+    assert _decode.draft_scale((4000, 4000), 1, DecodeSpec(64)) == 8
+    assert _decode.draft_scale((120, 120), 1, DecodeSpec(64)) == 1
+    crop = DecodeSpec(64, crop_to_aspect_ratio=True)
+    assert _decode.draft_scale((2048, 512), 1, crop) == 4  # the 512x512 centre window, 1/4 -> 128
+
+
+def test_fast_decode_uses_draft_and_stays_close_to_a_full_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1024x768 JPEG to 64x64: decoded at 1/4 scale, within 1.5 levels of the full decode."""
+    path = images.write_pattern(tmp_path / "big.jpg", size=(1024, 768), quality=92)
+    requests: list[tuple[int, int] | None] = []
+    draft = JpegImageFile.draft
+
+    def recording_draft(self: JpegImageFile, mode: str | None, size: tuple[int, int] | None) -> object:
+        requests.append(size)
+        return draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImageFile, "draft", recording_draft)
+    fast = decode(path, 64)
+    assert requests == [(256, 192)]
+    full = decode(path, 64, fast_decode=False)
+    assert requests == [(256, 192)]
+    assert np.abs(fast - full).mean() < 1.5
+
+
+def test_fast_decode_grayscale_decodes_luminance_only(tmp_path: Path) -> None:
+    """Grayscale with draft decodes the JPEG's Y channel; close to the full decode + convert."""
+    path = images.write_pattern(tmp_path / "big.jpg", size=(800, 600), quality=92)
+    fast = decode(path, 50, color_mode="grayscale")
+    full = decode(path, 50, color_mode="grayscale", fast_decode=False)
+    assert fast.shape == (50, 50, 1) and np.abs(fast - full).mean() < 1.5
+
+
+# --------------------------------------------------------------- bad files
+
+
+@pytest.mark.parametrize(
+    ("maker", "words"),
+    [
+        (lambda d: images.write_truncated_jpeg(d / "truncated.jpg"), "truncated"),
+        (lambda d: images.write_truncated_jpeg(d / "big_truncated.jpg", size=(640, 480)), "truncated"),
+        (lambda d: images.write_zero_bytes(d / "empty.png"), "not an image"),
+        (lambda d: images.write_text(d / "notes.jpg"), "not an image"),
+        (lambda d: images.write_bomb_png(d / "bomb.png"), "decompression bomb"),
+        (lambda d: d / "missing.png", "not found"),
+    ],
+)
+def test_bad_files_name_the_path_and_the_reason(tmp_path: Path, maker: object, words: str) -> None:
+    """decode raises UnreadableImageError with path and reason; check returns the same reason."""
+    path = maker(tmp_path)  # type: ignore[operator]
+    with pytest.raises(UnreadableImageError) as caught:
+        decode(path, 16)
+    assert str(path) in str(caught.value) and words in caught.value.reason
+    assert _decode.check(str(path), DecodeSpec(16)) == caught.value.reason
+
+
+def test_max_pixels_limit(tmp_path: Path) -> None:
+    """Images over max_pixels are refused with their size; under it they decode."""
+    path = images.write_pattern(tmp_path / "p.png", size=(40, 30))
+    with pytest.raises(UnreadableImageError, match=r"40x30 = 1200 pixels is over max_pixels=1000"):
+        decode(path, 8, max_pixels=1000)
+    assert decode(path, 8, max_pixels=1200).shape == (8, 8, 3)
+    assert _decode.check(str(path), DecodeSpec(8, max_pixels=1200)) is None
+
+
+def test_check_accepts_good_files(tmp_path: Path) -> None:
+    """A good JPEG and PNG pass the check."""
+    for name in ("good.jpg", "good.png"):
+        assert (
+            _decode.check(str(images.write_pattern(tmp_path / name, size=(300, 200))), DecodeSpec(64)) is None
+        )
+
+
+# -------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"image_size": (0, 10)}, "image_size"),
+        ({"image_size": "big"}, "image_size"),
+        ({"image_size": (10, 10), "color_mode": "cmyk"}, "color_mode"),
+        ({"image_size": 8, "interpolation": "cubic"}, "interpolation"),
+        ({"image_size": 8, "dtype": "float16"}, "dtype"),
+        ({"image_size": 8, "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": True}, "Only one"),
+        ({"image_size": 8, "dtype": "uint8", "rescale": 1 / 255}, "rescale"),
+        ({"image_size": 8, "max_pixels": 0}, "max_pixels"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, object], message: str) -> None:
+    """Invalid decode options raise a ValueError naming the option."""
+    with pytest.raises(ValueError, match=message):
+        DecodeSpec(**options)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""`python -m kloader inspect DIR`, and what importing the image names pulls in."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kloader
+from kloader import __main__ as cli
+from kloader import _inspect
+
+import image_files as images
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Runs this Python in `cwd` (not the repository), so it imports the installed kloader."""
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
+    )
+
+
+def test_inspect_reports_classes_sizes_and_unreadable_files(tmp_path: Path) -> None:
+    """Counts per class in label order, sizes, formats, ignored and unreadable files; exit code 1."""
+    images.make_folder(tmp_path, {"dog": 2, "cat": 3}, ext="jpg", size=(30, 20))
+    images.write_pattern(tmp_path / "dog" / "big.png", size=(64, 48))
+    images.write_truncated_jpeg(tmp_path / "cat" / "broken.jpg")
+    images.write_text(tmp_path / "cat" / "notes.txt")
+    images.write_solid(tmp_path / "stray.jpg", (0, 0, 0))
+    result = run("-m", "kloader", "inspect", str(tmp_path), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    assert "Classes: 2" in out
+    assert "0  cat        4 images" in out and "1  dog        3 images" in out
+    assert "Total: 7 images" in out
+    assert "1 images lie directly in the folder" in out
+    assert "Ignored: 1 files without an image extension (.txt 1)" in out
+    assert "min 30x20, median 30x20, max 64x48" in out and "Formats: JPEG 6, PNG 1" in out
+    assert "Unreadable: 1" in out and "broken.jpg: OSError: image file is truncated" in out
+
+
+def test_inspect_of_a_clean_flat_folder_exits_0(tmp_path: Path) -> None:
+    """No class subfolders: a plain count; no unreadable files: exit code 0."""
+    for i in range(3):
+        images.write_pattern(tmp_path / f"{i}.webp", size=(10, 10 + i))
+    code = cli.main(["inspect", str(tmp_path), "--no-progress"])
+    assert code == 0
+
+
+def test_inspect_of_a_missing_folder_says_so(tmp_path: Path) -> None:
+    """A missing folder: exit code 2 and the path on stderr."""
+    result = run("-m", "kloader", "inspect", "/no/such/folder", cwd=tmp_path)
+    assert result.returncode == 2 and "/no/such/folder" in result.stderr
+
+
+def test_progress_bar(tmp_path: Path) -> None:
+    """The progress bar counts files up to the total and ends its line."""
+    stream = io.StringIO()
+    bar = cli.ProgressBar(stream)
+    for done in range(1, 501):
+        bar(done, 500)
+    text = stream.getvalue()
+    assert text.startswith("\rreading [") and text.endswith("] 500/500 files\n")
+    assert "#" * 30 in text and text.count("\r") < 50, "redrawn at most 10 times a second"
+    images.make_folder(tmp_path, {"a": 3})
+    seen: list[tuple[int, int]] = []
+    _inspect.survey(str(tmp_path), progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_progress_bar_shows_on_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--progress draws the bar on stderr even for a small folder that is not on a terminal."""
+    images.make_folder(tmp_path, {"a": 2})
+    assert cli.main(["inspect", str(tmp_path), "--progress"]) == 0
+    assert "2/2 files" in capsys.readouterr().err
+
+
+def test_image_names_import_neither_keras_nor_torch(tmp_path: Path) -> None:
+    """ImageFolder and its decoding load without Keras (workers never import it); `import kloader`
+    does not even load Pillow."""
+    code = (
+        "import sys, kloader\n"
+        "assert 'PIL' not in sys.modules\n"
+        "kloader.ImageFolder, kloader.save_preview\n"
+        "import kloader.__main__\n"
+        "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = run("-c", code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    """kloader.__all__ is sorted and every name in it resolves."""
+    assert kloader.__all__ == sorted(kloader.__all__)
+    assert all(getattr(kloader, name) is not None for name in kloader.__all__)
