@@ -89,8 +89,8 @@ class ImageTransform:
         raise NotImplementedError
 
     def _options(self) -> dict[str, Any]:
-        """The constructor arguments, for repr."""
-        return dict(vars(self))
+        """The constructor arguments, for repr: the public attributes."""
+        return {name: value for name, value in vars(self).items() if not name.startswith("_")}
 
     def __repr__(self) -> str:
         options = ", ".join(f"{name}={value!r}" for name, value in self._options().items())
@@ -175,7 +175,7 @@ def symmetric_range(value: Any, name: str, *, example: str) -> tuple[float, floa
         r = finite_number(value, name)
         if r < 0:
             raise ValueError(f"`{name}` must be >= 0 (it means the range (-{name}, {name})), got {value!r}.")
-        return (-r, r)
+        return (-r, r) if r else (0.0, 0.0)  # not -0.0, which reads oddly in a repr
     return value_range(value, name, example=example)
 
 

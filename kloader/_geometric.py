@@ -137,9 +137,6 @@ class RandomAffine(ImageTransform):
             fill_value=self.fill_value,
         )
 
-    def _options(self) -> dict[str, Any]:
-        return {name: value for name, value in vars(self).items() if not name.startswith("_")}
-
 
 class _OneAffine(RandomAffine):
     """A RandomAffine with one option; its repr shows only what was set."""

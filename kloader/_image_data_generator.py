@@ -114,8 +114,8 @@ def _affine(options: dict[str, Any]) -> RandomAffine | None:
             "needs one unit for both. Give both as fractions of the image size (< 1) or both in pixels."
         )
     zoom = options["zoom_range"]
-    if isinstance(zoom, Sequence) and not isinstance(zoom, str):
-        zoom = tuple(zoom)
+    if isinstance(zoom, (Sequence, np.ndarray)) and not isinstance(zoom, str):
+        zoom = tuple(zoom)  # ImageDataGenerator takes a list, tuple or array [low, high]
     order = options["interpolation_order"]
     if order not in (0, 1):
         raise ValueError(
