@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import kloader
 from kloader import augment
-from tests.utils import assert_batches_equal, assert_state_restores_rest
+
+from utils import assert_batches_equal, assert_state_restores_rest
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -440,7 +441,7 @@ def test_fit_trains_on_exactly_the_augmented_batches(num_workers: int) -> None:
     computed in this process, batch by batch, over 2 epochs."""
     import keras
 
-    from tests.keras_utils import IdRecorder
+    from keras_utils import IdRecorder
 
     class InputRecorder(IdRecorder):
         """Records the model's output, which is its input, flattened."""
