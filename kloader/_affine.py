@@ -12,13 +12,15 @@ image extended to the whole plane by `fill_mode`, with Keras's meanings:
 
 and then interpolated ("bilinear": the four neighbours, "nearest": the
 closest). The extension is done with lookup tables over the range of rows and
-columns actually read, so no padded copy of the image is made.
+columns actually read (plus one fill row and column for "constant"), so any
+shift, however large, costs the same.
 
-The work is done channel-planar, with in-place arithmetic: NumPy broadcasts
-slowly along a short last axis (the channels), and freshly allocated
-temporaries cost page faults on every call. Every step is elementwise IEEE
-arithmetic or integer indexing, so the result is a pure function of the
-inputs: bit for bit the same in any process.
+The work goes in chunks of output pixels, in per-thread scratch arrays, with
+in-place arithmetic over (pixels, channels) rows and the weights repeated per
+channel: NumPy broadcasts slowly along a short last axis, and freshly
+allocated temporaries cost page faults on every call. Every step is
+elementwise IEEE arithmetic or integer indexing, so the result is a pure
+function of the inputs: bit for bit the same in any process.
 """
 
 from __future__ import annotations
