@@ -51,10 +51,11 @@ class RandomFlip(ImageTransform):
 class RandomAffine(ImageTransform):
     """Random rotation, shift, shear and zoom about the image centre, in one resampling.
 
-    The options mean what ImageDataGenerator's `*_range` options mean, and combine
-    the way it combines them: the output pixel at p (relative to the centre) is
-    read from the input at `R @ S @ Z @ (p - t)`, with R the rotation, S the
-    shear, Z = diag(zx, zy) the zoom and t the shift. Draws six values from
+    The options mean what ImageDataGenerator's `*_range` options mean, and
+    rotation, shear and zoom combine as it combines them (one sampling matrix
+    R @ S @ Z about the centre); the shift then moves the result by t pixels.
+    That is, the output pixel at p (relative to the centre) is read from the
+    input at `R @ S @ Z @ (p - t)`. Draws six values from
     `rng` on every call (rotation, shear, zx, zy, shift x, shift y), whichever
     options are set; with every range zero the image is returned unchanged.
 
