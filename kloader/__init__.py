@@ -33,6 +33,7 @@ __all__ = [
     "Loader",
     "SampleError",
     "WorkerError",
+    "augment",
     "save_preview",
 ]
 
@@ -46,6 +47,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "augment":
+        value: Any = importlib.import_module("kloader.augment")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'kloader' has no attribute {name!r}")
