@@ -49,6 +49,18 @@ def calling_epoch_iterator(frame: FrameType | None) -> EpochIterator | None:
     return iterator if isinstance(iterator, EpochIterator) else None
 
 
+def builder_frame(epoch_iterator: EpochIterator, frame: FrameType) -> FrameType | None:
+    """The frame that built `epoch_iterator` (fit, evaluate or predict), above its constructors."""
+    caller = frame.f_back
+    while (
+        caller is not None
+        and caller.f_code.co_name == "__init__"
+        and caller.f_locals.get("self") is epoch_iterator
+    ):
+        caller = caller.f_back
+    return caller
+
+
 def caller_frame(depth: int) -> FrameType | None:
     try:
         return sys._getframe(depth + 1)

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kloader import _distributed, _keras_compat, _order, _seeding, _state, _workers
+from kloader import _distributed, _keras_calls, _keras_compat, _order, _seeding, _state, _workers
 from kloader._batches import BatchMaker, Transform
 from kloader._passes import Pass
 from kloader._sources import ArraySource, MapSource, as_source
@@ -54,14 +54,16 @@ def _plan_from(task_for: Any, num_batches: int, task: _workers.Task) -> Iterator
         epoch, batch = epoch + 1, 0
 
 
-def _weak_method(method: Any) -> Any:
-    # The pool must not keep its loader alive: a loader is freed, and its
-    # workers stopped, as soon as the last reference to it goes.
+def _weak_method(method: Any, *, when_gone: str = "raise") -> Any:
+    # Workers and watchers must not keep their loader alive: a loader is freed,
+    # and its workers stopped, as soon as the last reference to it goes.
     reference = weakref.WeakMethod(method)
 
     def call(*args: Any) -> Any:
         bound = reference()
         if bound is None:
+            if when_gone == "ignore":
+                return None
             raise RuntimeError("The kloader.Loader that owned these workers was garbage collected.")
         return bound(*args)
 
@@ -173,7 +175,10 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         self._permutations: dict[tuple[int, int], np.ndarray] = {}
         self._pool: _workers.WorkerPool | None = None
         self._last_keras_pass: weakref.ref[Pass] | None = None
-        self._keras_calls: int = 0
+        # When the last Keras call using this loader ends, its workers stop.
+        self._keras_calls: _keras_calls.KerasCalls = _keras_calls.KerasCalls(
+            on_last_end=_weak_method(self.close, when_gone="ignore")
+        )
 
     # ----------------------------------------------------------------- order
 
@@ -327,20 +332,11 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
     @property
     def num_batches(self) -> int:
         """Batches per epoch, as Keras asks for them."""
-        epoch_iterator = _keras_compat.calling_epoch_iterator(_keras_compat.caller_frame(1))
-        if epoch_iterator is not None:
-            with self._lock:
-                self._keras_calls += 1
-            weakref.finalize(epoch_iterator, self._keras_call_ended)
+        frame = _keras_compat.caller_frame(1)
+        epoch_iterator = _keras_compat.calling_epoch_iterator(frame)
+        if epoch_iterator is not None and frame is not None:
+            self._keras_calls.begin(epoch_iterator, _keras_compat.builder_frame(epoch_iterator, frame))
         return len(self)
-
-    def _keras_call_ended(self) -> None:
-        # The fit / evaluate / predict that used this loader has returned (or
-        # its frame was released after an exception): stop the workers.
-        with self._lock:
-            self._keras_calls -= 1
-            if self._keras_calls == 0:
-                self.close()
 
     def _keras_pass(self, *, complete_on_last: bool = False) -> Pass:
         previous = self._last_keras_pass() if self._last_keras_pass is not None else None

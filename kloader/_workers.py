@@ -119,6 +119,19 @@ def _exit_on_end_of_file(connection: Any) -> None:
     os._exit(0)
 
 
+def _drop_torch_frames(error: BaseException) -> None:
+    """Forgets where in torch's iterator an error passed, so that the error does not
+    keep the stopped iterator (its queues and semaphores) alive for as long as the
+    user holds the error. What matters is kept: the message, which for an error in
+    a worker carries the worker's traceback, and the chain of causes."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+
+
 def _raised_in_a_worker(error: BaseException) -> bool:
     # torch re-raises a worker's exception with this phrase in the message.
     return "in DataLoader worker process" in str(error)
@@ -191,9 +204,10 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         """Process ids of the live workers (empty when the pool is not running)."""
-        if self._iterator is None:
-            return []
-        return [w.pid for w in self._iterator._workers if w.pid is not None]
+        with self._lock:  # so that a close in progress finishes first
+            if self._iterator is None:
+                return []
+            return [w.pid for w in self._iterator._workers if w.pid is not None]
 
     def get(self, task: Task) -> Any:
         """The batch for `task`, as NumPy arrays; starts the workers if needed.
@@ -219,10 +233,11 @@ class WorkerPool:
             except BaseException as error:
                 dead = self._dead_workers(wait=not _raised_in_a_worker(error))
                 message = self._death_message(dead) if dead else ""
+                _drop_torch_frames(error)
                 self.close()
                 if dead:
                     raise WorkerError(message) from error
-                raise
+                raise error.with_traceback(None) from error.__cause__
 
     def _keep(self, key: tuple[int, int, int], batch: Any) -> None:
         self._ready[key] = batch
@@ -331,6 +346,8 @@ class WorkerPool:
             self._batches_received = 0
             if iterator is not None:
                 iterator._shutdown_workers()
+                # Its queues' named semaphores are unlinked when it is freed: now.
+                del iterator
             self._close_alive_writer()
 
     def _close_alive_writer(self) -> None:

@@ -7,6 +7,7 @@ datasets and transforms below, and a worker should never load a backend.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,12 @@ def jitter(sample: tuple[np.ndarray, Any], rng: np.random.Generator) -> tuple[np
     """A random transform: adds rng noise to the features, keeps the label."""
     features, label = sample
     return features + rng.normal(size=features.shape).astype(np.float32), label
+
+
+def slow_jitter(sample: tuple[np.ndarray, Any], rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    """jitter that takes 5 ms, so workers cannot run far ahead of the consumer."""
+    time.sleep(0.005)
+    return jitter(sample, rng)
 
 
 def expected_ids(loader: kloader.Loader, epochs: range) -> list[list[int]]:
