@@ -39,6 +39,14 @@ def _position_of_keras_epoch(loader: Loader, keras_epoch: int, steps: int | None
     return keras_epoch // slices, (keras_epoch % slices) * steps
 
 
+def _follow_steps(loader: Loader, steps: int | None) -> None:
+    """With steps_per_epoch slicing loader epochs, a run that starts in the middle of a
+    loader epoch must still hand Keras one epoch's worth of batches per iterator, as
+    Keras counts them, running on into the next epoch. The sequence of batches is then
+    exactly the uninterrupted run's."""
+    loader._keras_slices_epochs = steps is not None and steps < len(loader)
+
+
 class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
     """Starts each `fit` with the loaders at the epoch Keras starts from.
 
@@ -67,6 +75,8 @@ class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._first_epoch = True
+        for loader in self.loaders:
+            _follow_steps(loader, self.params.get("steps"))
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         if self._first_epoch:
@@ -126,16 +136,17 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             )
         self.loader = loader
         self._state_path = os.path.join(backup_dir, self.STATE_FILE)
-        self._resume: tuple[int, int] | None = None
+        self._resume: dict[str, Any] | None = None
         self._position = (0, 0)
         self._keras_epoch = 0
-        self._epoch_finished = False
+        self._done = 0  # batches trained in the current Keras epoch
         self._last_batch = -1
         self._first_epoch = True
         self._quiet: Any = None
 
     def on_train_begin(self, logs: Any = None) -> None:
         super().on_train_begin(logs)
+        _follow_steps(self.loader, self.params.get("steps"))
         self._first_epoch = True
         self._resume = None
         path = self._state_path
@@ -143,42 +154,46 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             path += ".bkp"
         if os.path.exists(path):
             with open(path) as file:
-                state = json.load(file)
-            self.loader.load_state_dict(state)
-            self._resume = (state["epoch"], state["batch"])
+                self._resume = json.load(file)
+            self.loader.load_state_dict(self._resume["loader"])
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         super().on_epoch_begin(epoch, logs)
         self._keras_epoch = epoch
-        self._epoch_finished = False
+        self._done = 0
         self._last_batch = -1
         if not self._first_epoch:
             return
         self._first_epoch = False
-        if self._resume is not None:
-            self._position = self._resume
-        else:
+        if self._resume is None:
             self._position = _position_of_keras_epoch(self.loader, epoch, self.params.get("steps"))
+        else:
+            state = self._resume["loader"]
+            self._position = (state["epoch"], state["batch"])
+            self._done = self._resume["done_in_keras_epoch"]
         self.loader._jump_to(*self._position)
-        if self._position[1] > 0:
-            # The resumed epoch holds only its remaining batches, and Keras
+        if self._done > 0:
+            # Keras restarts the interrupted epoch from its first step; the
+            # loader hands it only the batches that epoch had left, and Keras
             # warns that the input "ran out" when they end. That is expected.
+            self.loader._next_keras_pass_length = self._steps() - self._done
             self._quiet = warnings.catch_warnings()
             self._quiet.__enter__()
             warnings.filterwarnings("ignore", message=_RAN_OUT)
 
+    def _steps(self) -> int:
+        steps = self.params.get("steps")
+        return len(self.loader) if steps is None else int(steps)
+
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         # `batch` counts from 0 in each Keras epoch; with steps_per_execution it
-        # jumps by more than one. Advance the loader position by as much; at
-        # the end of a loader epoch, so does the Keras epoch.
-        epoch, position = self._position
-        position += batch - self._last_batch
+        # jumps by more than one. Advance the loader position by as much.
+        advance = batch - self._last_batch
         self._last_batch = batch
+        self._done += advance
+        epoch, position = self._position[0], self._position[1] + advance
         if position >= len(self.loader):
-            epoch, position = epoch + 1, 0
-            self._epoch_finished = True
-        elif batch + 1 == self.params.get("steps"):
-            self._epoch_finished = True
+            epoch, position = epoch + 1, position - len(self.loader)
         self._position = (epoch, position)
         super().on_train_batch_end(batch, logs)
 
@@ -198,12 +213,17 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
     def _save_model(self) -> None:
         # Keras records the epoch in progress; when the last batch trained
         # finished its epoch, the restarted fit must begin with the next one.
-        if self._epoch_finished:
+        finished = self._done >= self._steps()
+        if finished:
             self._current_epoch = self._keras_epoch + 1
         super()._save_model()
         if self.double_checkpoint and os.path.exists(self._state_path):
             os.replace(self._state_path, self._state_path + ".bkp")
+        state = {
+            "loader": self.loader._state_at(*self._position),
+            "done_in_keras_epoch": 0 if finished else self._done,
+        }
         temporary = self._state_path + ".tmp"
         with open(temporary, "w") as file:
-            json.dump(self.loader._state_at(*self._position), file)
+            json.dump(state, file)
         os.replace(temporary, self._state_path)

@@ -175,6 +175,12 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         self._permutations: dict[tuple[int, int], np.ndarray] = {}
         self._pool: _workers.WorkerPool | None = None
         self._last_keras_pass: weakref.ref[Pass] | None = None
+        # Set by the callbacks when Keras's steps_per_epoch slices loader epochs:
+        # then every Keras iterator must yield one epoch's worth of batches.
+        self._keras_slices_epochs: bool = False
+        # Set by BackupAndRestore when resuming in the middle of a Keras epoch:
+        # the next Keras iterator ends where that epoch ends.
+        self._next_keras_pass_length: int | None = None
         # When the last Keras call using this loader ends, its workers stop.
         self._keras_calls: _keras_calls.KerasCalls = _keras_calls.KerasCalls(
             on_last_end=_weak_method(self.close, when_gone="ignore")
@@ -342,7 +348,14 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         previous = self._last_keras_pass() if self._last_keras_pass is not None else None
         if previous is not None and previous.handed_out_all:
             previous.complete()
-        new_pass = Pass(self, moves_cursor=False, complete_on_last=complete_on_last)
+        length, self._next_keras_pass_length = self._next_keras_pass_length, None
+        new_pass = Pass(
+            self,
+            moves_cursor=False,
+            complete_on_last=complete_on_last,
+            whole_epoch_of_batches=self._keras_slices_epochs,
+            length=length,
+        )
         self._last_keras_pass = weakref.ref(new_pass)
         return new_pass
 

@@ -29,56 +29,73 @@ if TYPE_CHECKING:
 
 
 class Pass:
-    """An iterator over the batches from the loader's cursor to the end of that epoch."""
+    """An iterator over batches from the loader's cursor: to the end of that epoch, or,
+    when `whole_epoch_of_batches`, for one epoch's worth of batches running on into the
+    next epoch (what Keras expects of each iterator when `steps_per_epoch` slices
+    epochs, in a run resumed in the middle of one), or exactly `length` batches."""
 
-    def __init__(self, loader: Loader, *, moves_cursor: bool, complete_on_last: bool = False):
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        moves_cursor: bool,
+        complete_on_last: bool = False,
+        whole_epoch_of_batches: bool = False,
+        length: int | None = None,
+    ):
         self._loader = loader
         self._moves_cursor = moves_cursor
         self._complete_on_last = complete_on_last
+        self._whole_epoch_of_batches = whole_epoch_of_batches
+        self._length = length
         self.started = False
-        self.epoch = 0
-        self.start = 0
-        self.next = 0
+        self.start = (0, 0)
+        self.position = (0, 0)
+        self.remaining = 0
         self.completed = False
         self.failed = False
 
     @property
     def handed_out_all(self) -> bool:
-        return self.started and self.next >= len(self._loader)
+        return self.started and self.remaining == 0
 
     def __iter__(self) -> Pass:
         return self
 
     def __next__(self) -> Any:
         if not self.started:
-            self.epoch, self.start = self._loader._cursor_position()
-            self.next = self.start
+            self.start = self.position = self._loader._cursor_position()
+            size = len(self._loader)
+            if self._length is not None:
+                self.remaining = self._length
+            else:
+                self.remaining = size if self._whole_epoch_of_batches else size - self.start[1]
             self.started = True
         if self.failed:
             # After an error the pass is over: a framework that keeps pulling
             # (tf.data's prefetch thread) must not start workers again.
             raise StopIteration
-        if self.next >= len(self._loader):
+        if self.remaining == 0:
             self.complete()
             raise StopIteration
+        epoch, batch = self.position
         try:
-            batch = self._loader._batch(self.epoch, self.next)
+            made = self._loader._batch(epoch, batch)
         except BaseException:
             self.failed = True
             raise
-        self.next += 1
+        self.remaining -= 1
+        self.position = (epoch, batch + 1) if batch + 1 < len(self._loader) else (epoch + 1, 0)
         if self._moves_cursor:
-            self._loader._move_cursor(
-                from_position=(self.epoch, self.next - 1), to_position=(self.epoch, self.next)
-            )
+            self._loader._move_cursor(from_position=(epoch, batch), to_position=self.position)
         elif self._complete_on_last and self.handed_out_all:
             self.complete()
-        return batch
+        return made
 
     def complete(self) -> None:
-        """Marks the epoch done: the cursor goes to (epoch + 1, 0) unless it was moved."""
+        """Marks the pass done: the cursor moves past its last batch unless it was moved."""
         if self.completed or not self.started:
             return
         self.completed = True
         if not self._moves_cursor:
-            self._loader._move_cursor(from_position=(self.epoch, self.start), to_position=(self.epoch + 1, 0))
+            self._loader._move_cursor(from_position=self.start, to_position=self.position)

@@ -1,0 +1,171 @@
+"""EpochSync and BackupAndRestore: Keras's epoch numbers and exact resume, through real fit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import kloader
+
+from keras_utils import IdRecorder, id_model
+from utils import IdDataset
+
+
+def epoch_ids(loader: kloader.Loader, epochs: range) -> list[list[int]]:
+    return [loader.indices(b, e).tolist() for e in epochs for b in range(len(loader))]
+
+
+class StopAt(keras.callbacks.Callback):
+    """Raises after `batches` trained batches in total (a crash inside fit)."""
+
+    def __init__(self, batches: int):
+        super().__init__()
+        self.left = batches
+
+    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+        self.left -= 1
+        if self.left == 0:
+            raise RuntimeError("simulated crash")
+
+
+def test_initial_epoch_trains_on_the_loaders_epoch() -> None:
+    """fit(initial_epoch=3) with EpochSync trains epochs 3 and 4 on the loader's epochs 3 and 4."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(10), batch_size=4, seed=6)
+    id_model(recorder).fit(
+        loader, epochs=5, initial_epoch=3, verbose=0, callbacks=[recorder, kloader.EpochSync(loader)]
+    )
+    assert recorder.train_ids() == epoch_ids(loader, range(3, 5))
+    assert loader.epoch == 5
+
+
+def test_epoch_sync_maps_keras_epochs_onto_slices_with_steps_per_epoch() -> None:
+    """With steps_per_epoch=2 of 4 batches, Keras epoch 3 is the second half of loader epoch 1."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(16), batch_size=4, seed=2)
+    id_model(recorder).fit(
+        loader,
+        epochs=5,
+        initial_epoch=3,
+        steps_per_epoch=2,
+        verbose=0,
+        callbacks=[recorder, kloader.EpochSync(loader)],
+    )
+    assert recorder.train_ids() == epoch_ids(loader, range(1, 3))[2:6]
+
+
+def test_keras_backup_and_restore_with_epoch_sync(tmp_path: Path) -> None:
+    """Keras's own BackupAndRestore resumes at the interrupted epoch; with EpochSync
+    that epoch trains on the loader's order for it (from its first batch, as Keras
+    restarts the epoch)."""
+    backup = str(tmp_path / "backup")
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    loader = kloader.Loader(IdDataset(12), batch_size=4, seed=4)
+    callbacks = [recorder, keras.callbacks.BackupAndRestore(backup), kloader.EpochSync(loader)]
+    with contextlib.suppress(RuntimeError):
+        model.fit(loader, epochs=4, verbose=0, callbacks=[*callbacks, StopAt(7)])  # dies in epoch 2
+    recorder.train.clear()
+    fresh = kloader.Loader(IdDataset(12), batch_size=4, seed=4)
+    model.fit(
+        fresh,
+        epochs=4,
+        verbose=0,
+        callbacks=[recorder, keras.callbacks.BackupAndRestore(backup), kloader.EpochSync(fresh)],
+    )
+    assert recorder.train_ids() == epoch_ids(fresh, range(2, 4))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_kloader_backup_and_restore_resumes_at_the_next_batch(tmp_path: Path, num_workers: int) -> None:
+    """kloader.BackupAndRestore saves the loader position with the weights: after a crash
+    in epoch 1, the restarted fit continues right after the last backup."""
+    backup = str(tmp_path / "backup")
+    loader = kloader.Loader(IdDataset(19), batch_size=4, seed=8, num_workers=num_workers)  # 5 batches
+    reference = epoch_ids(loader, range(3))
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    with contextlib.suppress(RuntimeError):
+        model.fit(
+            loader, epochs=3, verbose=0,
+            callbacks=[recorder, kloader.BackupAndRestore(loader, backup, save_freq=3), StopAt(8)],
+        )  # fmt: skip
+    first = recorder.train_ids()
+    assert len(first) == 8
+    state = json.loads((tmp_path / "backup" / kloader.BackupAndRestore.STATE_FILE).read_text())["loader"]
+    assert (state["epoch"], state["batch"]) == (1, 1), "last backup after batch 6 = epoch 1, batch 1"
+
+    recorder.train.clear()
+    restarted = kloader.Loader(
+        IdDataset(19), batch_size=4, seed=None, num_workers=num_workers
+    )  # seed from the state
+    model.fit(
+        restarted,
+        epochs=3,
+        verbose=0,
+        callbacks=[recorder, kloader.BackupAndRestore(restarted, backup, save_freq=3)],
+    )
+    assert restarted.seed == 8
+    assert first[:6] + recorder.train_ids() == reference
+
+
+def test_backup_at_the_end_of_an_epoch_resumes_with_the_next_epoch(tmp_path: Path) -> None:
+    """A backup taken on the last batch of an epoch resumes with the next epoch, not a replay."""
+    backup = str(tmp_path / "backup")
+    loader = kloader.Loader(IdDataset(12), batch_size=4, seed=3)  # 3 batches, backups every 3 = epoch ends
+    reference = epoch_ids(loader, range(3))
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    with contextlib.suppress(RuntimeError):
+        model.fit(
+            loader,
+            epochs=3,
+            verbose=0,
+            callbacks=[recorder, kloader.BackupAndRestore(loader, backup, save_freq=3), StopAt(4)],
+        )
+    first = recorder.train_ids()
+    recorder.train.clear()
+    restarted = kloader.Loader(IdDataset(12), batch_size=4, seed=3)
+    model.fit(
+        restarted,
+        epochs=3,
+        verbose=0,
+        callbacks=[recorder, kloader.BackupAndRestore(restarted, backup, save_freq=3)],
+    )
+    assert first[:3] + recorder.train_ids() == reference
+
+
+def test_callbacks_take_loaders_only() -> None:
+    """Passing something other than a Loader is refused."""
+    with pytest.raises(TypeError, match=r"kloader\.Loader"):
+        kloader.EpochSync(np.zeros(3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"kloader\.Loader"):
+        kloader.BackupAndRestore(np.zeros(3), "/tmp/x")  # type: ignore[arg-type]
+
+
+def test_backup_and_restore_with_steps_per_epoch(tmp_path: Path) -> None:
+    """steps_per_epoch slicing loader epochs, a crash in the middle of a Keras epoch: the
+    restarted run trains the rest of that Keras epoch, then the same slices as an
+    uninterrupted run."""
+    backup = str(tmp_path / "backup")
+    loader = kloader.Loader(IdDataset(24), batch_size=4, seed=5)  # 6 batches, Keras epochs of 2
+    reference = epoch_ids(loader, range(2))  # 6 Keras epochs = 2 loader epochs
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    callbacks = [recorder, kloader.BackupAndRestore(loader, backup, save_freq=1)]
+    with contextlib.suppress(RuntimeError):
+        model.fit(loader, epochs=6, steps_per_epoch=2, verbose=0, callbacks=[*callbacks, StopAt(5)])
+    first = recorder.train_ids()
+    assert len(first) == 5  # Keras epochs 0, 1 and the first step of epoch 2; backed up after each
+    recorder.train.clear()
+    restarted = kloader.Loader(IdDataset(24), batch_size=4, seed=5)
+    model.fit(
+        restarted, epochs=6, steps_per_epoch=2, verbose=0,
+        callbacks=[recorder, kloader.BackupAndRestore(restarted, backup, save_freq=1)],
+    )  # fmt: skip
+    assert first + recorder.train_ids() == reference
