@@ -159,6 +159,13 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         self.shard_index: int = shard_position[0]
         self.num_shards: int = shard_position[1]
         self.shard_engine: str = engine
+        if seed is None and self.num_shards > 1:
+            raise ValueError(
+                f"This loader reads shard {self.shard_index} of {self.num_shards} "
+                f"({self.shard_engine}), but seed=None would draw a different seed in every "
+                "process, and the shards would overlap. Pass the same seed in every process, "
+                "e.g. seed=42."
+            )
         self._seed: int = _seeding.draw_seed() if seed is None else _seeding.validate_seed(seed)
         self._seed_was_given: bool = seed is not None
         self._source: ArraySource | MapSource = as_source(source)

@@ -296,3 +296,9 @@ def test_shards_split_each_epoch_of_the_global_order() -> None:
         assert sorted(taken) == list(range(23))
         for step, global_batch in enumerate(ids_of(whole)):
             assert per_shard[0][step] + per_shard[1][step] == global_batch, f"epoch {epoch} step {step}"
+
+
+def test_sharded_loader_needs_a_seed() -> None:
+    """Shards with seed=None would each draw their own seed and overlap: refused."""
+    with pytest.raises(ValueError, match="Pass the same seed in every process"):
+        kloader.Loader(id_arrays(10), batch_size=2, shard=(0, 2))
