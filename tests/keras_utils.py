@@ -88,3 +88,16 @@ def first_feature_model() -> keras.Model:
     model = keras.Sequential([keras.layers.Lambda(lambda x: x[:, :1])])
     model.compile(loss="mse")
     return model
+
+
+class StopAt(keras.callbacks.Callback):
+    """Raises RuntimeError after `batches` trained batches in total: a crash inside fit."""
+
+    def __init__(self, batches: int):
+        super().__init__()
+        self.left = batches
+
+    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+        self.left -= 1
+        if self.left == 0:
+            raise RuntimeError("simulated crash")

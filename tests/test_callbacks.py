@@ -12,25 +12,12 @@ import pytest
 
 import kloader
 
-from keras_utils import IdRecorder, id_model
+from keras_utils import IdRecorder, StopAt, id_model
 from utils import IdDataset
 
 
 def epoch_ids(loader: kloader.Loader, epochs: range) -> list[list[int]]:
     return [loader.indices(b, e).tolist() for e in epochs for b in range(len(loader))]
-
-
-class StopAt(keras.callbacks.Callback):
-    """Raises after `batches` trained batches in total (a crash inside fit)."""
-
-    def __init__(self, batches: int):
-        super().__init__()
-        self.left = batches
-
-    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
-        self.left -= 1
-        if self.left == 0:
-            raise RuntimeError("simulated crash")
 
 
 def test_initial_epoch_trains_on_the_loaders_epoch() -> None:

@@ -19,7 +19,7 @@ from keras.src.trainers.epoch_iterator import EpochIterator
 
 import kloader
 
-from keras_utils import IdRecorder, id_model
+from keras_utils import IdRecorder, StopAt, id_model
 from utils import IdDataset, id_arrays
 
 
@@ -106,17 +106,6 @@ def test_jax_and_torch_pull_a_batch_to_build_the_model() -> None:
 def test_keras_warns_in_these_words_when_an_epoch_runs_out() -> None:
     """kloader.BackupAndRestore silences this warning for a resumed epoch, by its text."""
     assert "Your input ran out of data" in inspect.getsource(EpochIterator._interrupted_warning)
-
-
-class StopAt(keras.callbacks.Callback):
-    def __init__(self, batches: int):
-        super().__init__()
-        self.left = batches
-
-    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
-        self.left -= 1
-        if self.left == 0:
-            raise RuntimeError("simulated crash")
 
 
 def test_keras_backup_and_restore_restarts_the_epoch_from_its_first_batch(tmp_path: Path) -> None:
