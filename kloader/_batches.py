@@ -123,6 +123,15 @@ class BatchMaker:
         self.source = source
         self.transform = transform
 
+    @property
+    def gathers(self) -> bool:
+        """True when a batch is one vectorised gather per array (arrays, no transform).
+
+        Such a batch costs a memory copy: cheaper here than handing it over
+        from a worker process, so the loader never sends it to one.
+        """
+        return self.transform is None and isinstance(self.source, ArraySource)
+
     def modules(self) -> list[str]:
         """The modules that define the source and transform, to import ahead in workers."""
         objects = [self.transform, getattr(self.source, "dataset", None)]
@@ -132,7 +141,7 @@ class BatchMaker:
         return sorted(name for name in names if name not in ("__main__", "builtins"))
 
     def make(self, seed: int, epoch: int, indices: np.ndarray, allocate: Allocate = allocate_local) -> Any:
-        if self.transform is None and isinstance(self.source, ArraySource):
+        if self.transform is None and isinstance(self.source, ArraySource):  # self.gathers
             return self.source.gather(indices, allocate)
         writer = _BatchWriter(len(indices), allocate)
         for position, index in enumerate(indices.tolist()):

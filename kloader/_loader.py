@@ -93,7 +93,10 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             `numpy.random.Generator` derived from (seed, epoch, sample index).
         drop_remainder: leave out the last, smaller batch of each epoch.
         num_workers: 0 makes batches in this process; N > 0 starts N worker
-            processes that live across epochs and prefetch ahead.
+            processes that live across epochs and prefetch ahead. While they
+            start, batches are made in this process (the same bytes). Arrays
+            without a transform need no workers: each batch is one vectorised
+            gather per array, made in this process for any `num_workers`.
         shard: which part of every epoch this process reads. "auto" (default)
             asks the distributed engine already initialised in this process
             (torch.distributed, JAX multi-process, TensorFlow multi-worker) and
@@ -277,7 +280,7 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
 
     def _batch(self, epoch: int, batch: int) -> Any:
         task = self._task(epoch, batch)
-        if self.num_workers == 0:
+        if self.num_workers == 0 or self._maker.gathers:
             return self._maker.make(task.seed, task.epoch, task.indices)
         return self._worker_pool().get(task)
 

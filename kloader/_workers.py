@@ -23,7 +23,6 @@ import os
 import pickle
 import signal
 import threading
-import warnings
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -42,12 +41,17 @@ START_METHODS = ("fork", "forkserver", "spawn")
 # Set at exit: a framework thread (tf.data's, say) still pulling batches while
 # Python shuts down must not start a fresh set of workers.
 _interpreter_exiting = False
+_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 @atexit.register
-def _note_exit() -> None:
+def _stop_everything_at_exit() -> None:
+    # A thread still starting workers when the interpreter tears down aborts the
+    # process (C++ std::terminate inside torch): stop every pool first.
     global _interpreter_exiting
     _interpreter_exiting = True
+    for pool in list(_pools):
+        pool.close()
 
 
 class Task(NamedTuple):
@@ -164,8 +168,37 @@ class _Sampler:
             yield task
 
 
+class _DataLoader(torch.utils.data.DataLoader):  # type: ignore[type-arg]
+    def check_worker_number_rationality(self) -> None:
+        # torch's advice against more workers than cores names its DataLoader,
+        # which kloader users never created; the choice is theirs.
+        pass
+
+
+def _start_in_thread(pool_ref: weakref.ref[WorkerPool], data_loader: Any, parent_alive: Any) -> None:
+    """Starts the worker processes (slow: about a second for a fresh fork server)."""
+    iterator, error = None, None
+    try:
+        iterator = iter(data_loader)
+    except BaseException as exc:
+        error = exc
+    finally:
+        if parent_alive is not None:
+            parent_alive.close()  # the workers have their own copies now
+    pool = pool_ref()
+    if pool is not None:
+        pool._started(iterator, error)
+    elif iterator is not None:
+        iterator._shutdown_workers()
+
+
 class WorkerPool:
     """`num_workers` persistent processes making the batches a loader asks for.
+
+    The processes start in a background thread; until they are up, `get`
+    makes the batches it is asked for in this process (a batch is a pure
+    function of its task, so they are the same bytes), and the workers go on
+    after the last of them.
 
     Args:
         maker: what each worker runs.
@@ -191,6 +224,9 @@ class WorkerPool:
         self._prefetch = prefetch
         self._lock = threading.RLock()
         self._iterator: Any = None
+        self._starter: threading.Thread | None = None
+        self._made_while_starting = 0
+        self._start_error: BaseException | None = None
         self._plan: Iterator[Task] = iter(())
         self._in_flight: deque[tuple[int, int, int]] = deque()
         self._ready: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
@@ -203,8 +239,9 @@ class WorkerPool:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the live workers (empty when the pool is not running)."""
-        with self._lock:  # so that a close in progress finishes first
+        """Process ids of the live workers (empty when none run); waits for a start in progress."""
+        self._wait_for_start(raise_error=False)
+        with self._lock:  # and for a close in progress to finish
             if self._iterator is None:
                 return []
             return [w.pid for w in self._iterator._workers if w.pid is not None]
@@ -215,29 +252,71 @@ class WorkerPool:
         Any failure stops all workers before it is raised. A worker that died
         is reported as a WorkerError naming it, whatever symptom showed first.
         """
+        made_here = self._make_while_starting(task)
+        if made_here is not None:
+            return made_here
+        while True:
+            self._wait_for_start(raise_error=True)
+            with self._lock:
+                if self._iterator is not None:
+                    return self._get_from_workers(task)
+                if self._starter is None:  # closed by another thread meanwhile
+                    self._start()
+                    self._plan = self._plan_from(task)
+
+    def _make_while_starting(self, task: Task) -> Any:
+        """The batch made in this process if the workers are not up yet, else None.
+
+        At most `num_workers * prefetch` batches per start: enough to cover the
+        start-up, and few enough that workers failing to start (a script with no
+        `__main__` guard, say) are reported at once instead of being masked by a
+        main process that quietly does all the work.
+        """
         with self._lock:
-            if task.key in self._ready:
-                return _to_numpy(self._ready.pop(task.key))
-            if task.key not in self._in_flight:
-                self._plan = self._plan_from(task)
-            if self._iterator is None:
+            if self._iterator is not None or self._start_error is not None:
+                return None
+            if self._starter is None:
                 self._start()
-            try:
-                while True:
-                    key, batch = next(self._iterator)
-                    self._batches_received += 1
-                    self._in_flight.remove(key)
-                    if key == task.key:
-                        return _to_numpy(batch)
-                    self._keep(key, batch)
-            except BaseException as error:
-                dead = self._dead_workers(wait=not _raised_in_a_worker(error))
-                message = self._death_message(dead) if dead else ""
-                _drop_torch_frames(error)
-                self.close()
-                if dead:
-                    raise WorkerError(message) from error
-                raise error.with_traceback(None) from error.__cause__
+                self._made_while_starting = 0
+            if self._made_while_starting >= self.num_workers * self._prefetch:
+                return None
+            self._made_while_starting += 1
+            # The workers go on after this batch (whichever comes up first).
+            self._plan = self._plan_from(task)
+            next(self._plan)
+        try:
+            return self._maker.make(task.seed, task.epoch, task.indices)
+        except Exception:
+            # Let fresh workers make it, first: the error then reads the same
+            # (with the worker's traceback) however far the start had got.
+            self.close()
+            with self._lock:
+                self._start()
+                self._plan = self._plan_from(task)
+            return None
+
+    def _get_from_workers(self, task: Task) -> Any:
+        # Under self._lock, with the workers running.
+        if task.key in self._ready:
+            return _to_numpy(self._ready.pop(task.key))
+        if task.key not in self._in_flight:
+            self._plan = self._plan_from(task)
+        try:
+            while True:
+                key, batch = next(self._iterator)
+                self._batches_received += 1
+                self._in_flight.remove(key)
+                if key == task.key:
+                    return _to_numpy(batch)
+                self._keep(key, batch)
+        except BaseException as error:
+            dead = self._dead_workers(wait=not _raised_in_a_worker(error))
+            message = self._death_message(dead) if dead else ""
+            _drop_torch_frames(error)
+            self.close()
+            if dead:
+                raise WorkerError(message) from error
+            raise error.with_traceback(None) from error.__cause__
 
     def _keep(self, key: tuple[int, int, int], batch: Any) -> None:
         self._ready[key] = batch
@@ -245,16 +324,30 @@ class WorkerPool:
             self._ready.popitem(last=False)
 
     def _next_task_to_send(self) -> Task:
-        # Called by torch, inside next(self._iterator), under self._lock.
-        while True:
-            task = next(self._plan)
-            if task.key not in self._in_flight and task.key not in self._ready:
-                self._in_flight.append(task.key)
-                return task
+        # Called by torch, inside next(self._iterator) or while the iterator
+        # is being created in the starting thread.
+        with self._lock:
+            while True:
+                task = next(self._plan)
+                if task.key not in self._in_flight and task.key not in self._ready:
+                    self._in_flight.append(task.key)
+                    return task
 
     def _start(self) -> None:
+        # Under self._lock: builds the DataLoader here (errors surface in the
+        # caller) and creates its iterator, which starts the processes, in a thread.
         if _interpreter_exiting:
             raise RuntimeError("kloader does not start worker processes while the interpreter is exiting.")
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # This process is itself a worker importing the main module: the
+            # script's training code runs at import time. Fail here, loudly,
+            # rather than train in every worker.
+            raise RuntimeError(
+                "A kloader worker process is importing your main module, and the module starts "
+                "workers at import time. Workers started with 'forkserver' or 'spawn' import the "
+                "main module: put the training code under an `if __name__ == '__main__':` guard."
+            )
+        _pools.add(self)
         context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             # Workers fork from a server that has already imported torch,
@@ -270,29 +363,53 @@ class WorkerPool:
             # sees its death, and they would inherit the write end anyway.
             parent_alive, self._alive_writer = context.Pipe(duplex=False)
         try:
-            with warnings.catch_warnings():
-                # torch's advice against more workers than cores names its
-                # DataLoader, which kloader users never created; the choice is theirs.
-                warnings.filterwarnings("ignore", message="This DataLoader will create")
-                data_loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
-                    _WorkerDataset(self._maker, parent_alive),  # type: ignore[arg-type]
-                    batch_size=None,
-                    sampler=_Sampler(self),
-                    num_workers=self.num_workers,
-                    collate_fn=_keep_as_is,
-                    multiprocessing_context=context,
-                    prefetch_factor=self._prefetch,
-                    worker_init_fn=_watch_parent,
-                )
-                self._iterator = iter(data_loader)
+            data_loader = _DataLoader(
+                _WorkerDataset(self._maker, parent_alive),  # type: ignore[arg-type]
+                batch_size=None,
+                sampler=_Sampler(self),
+                num_workers=self.num_workers,
+                collate_fn=_keep_as_is,
+                multiprocessing_context=context,
+                prefetch_factor=self._prefetch,
+                worker_init_fn=_watch_parent,
+            )
+            self._starter = threading.Thread(
+                target=_start_in_thread,
+                args=(weakref.ref(self), data_loader, parent_alive),
+                name="kloader-start-workers",
+                daemon=True,
+            )
+            self._starter.start()
         except BaseException:
-            self._in_flight.clear()
+            self._starter = None
+            if parent_alive is not None:
+                parent_alive.close()
             self._close_alive_writer()
             raise
-        finally:
-            if parent_alive is not None:
-                parent_alive.close()  # the workers have their own copies now
-        self._report_deaths_where_we_wait()
+
+    def _started(self, iterator: Any, error: BaseException | None) -> None:
+        # Called by the starting thread when the processes are up (or failed to start).
+        with self._lock:
+            if error is not None:
+                self._start_error = error
+                self._in_flight.clear()
+                self._close_alive_writer()
+                return
+            self._iterator = iterator
+            self._report_deaths_where_we_wait()
+
+    def _wait_for_start(self, *, raise_error: bool) -> None:
+        """Waits (holding no lock) for a start in progress; re-raises its error if asked."""
+        starter = self._starter
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()
+        with self._lock:
+            error, self._start_error = self._start_error, None
+            if error is not None:
+                self._starter = None
+        if error is not None and raise_error:
+            self.close()
+            raise error
 
     def _report_deaths_where_we_wait(self) -> None:
         # torch's SIGCHLD handler raises a worker's death in the main thread
@@ -337,8 +454,14 @@ class WorkerPool:
         )
 
     def close(self) -> None:
-        """Stops the workers and forgets everything in flight. Safe to call twice."""
+        """Stops the workers and forgets everything in flight. Safe to call twice.
+
+        A start in progress is waited for first, so no process outlives the call.
+        Must not be called holding a lock that the planning of tasks takes.
+        """
+        self._wait_for_start(raise_error=False)
         with self._lock:
+            self._starter = None
             iterator, self._iterator = self._iterator, None
             self._in_flight.clear()
             self._ready.clear()

@@ -286,3 +286,21 @@ def test_bad_options_are_refused(options: dict[str, object], message: str) -> No
     """Invalid decode options raise a ValueError naming the option."""
     with pytest.raises(ValueError, match=message):
         DecodeSpec(**options)  # type: ignore[arg-type]
+
+
+def test_fast_decode_max_goes_down_to_the_target() -> None:
+    """fast_decode="max" keeps the decoded image only as large as the target."""
+    spec = DecodeSpec((100, 50), fast_decode="max")
+    assert _decode.draft_scale((800, 400), 1, spec) == 4  # 1/4 leaves 100 rows, as needed
+    assert _decode.draft_scale((500, 375), 1, DecodeSpec(160, fast_decode="max")) == 2
+    assert _decode.draft_scale((500, 375), 1, DecodeSpec(160)) == 1  # 1/2 would leave less than twice
+    with pytest.raises(ValueError, match='True, False or "max"'):
+        DecodeSpec(64, fast_decode="fast")
+
+
+def test_fast_decode_max_stays_close_to_a_full_decode(tmp_path: Path) -> None:
+    """A 1024x768 JPEG to 256x192 at 1/4 scale: within 3 levels of the full decode."""
+    path = images.write_pattern(tmp_path / "big.jpg", size=(1024, 768), quality=92)
+    fast = decode(path, (192, 256), fast_decode="max")
+    full = decode(path, (192, 256), fast_decode=False)
+    assert np.abs(fast - full).mean() < 3

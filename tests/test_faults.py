@@ -202,7 +202,8 @@ def test_script_without_main_guard_gets_a_hint_under_spawn(tmp_path: Path) -> No
         def double(sample, rng):
             return sample * 2
 
-        loader = kloader.Loader(np.arange(20.0)[:, None], batch_size=4, transform=double,
+        # Enough batches that the main process cannot finish while the workers start.
+        loader = kloader.Loader(np.arange(4000.0)[:, None], batch_size=4, transform=double,
                                 num_workers=2, start_method="spawn")
         print(len(list(loader)))
         """,

@@ -120,3 +120,61 @@ def test_a_dropped_loader_stops_its_workers_at_once() -> None:
     del loader
     _, alive = psutil.wait_procs(processes, timeout=2)
     assert alive == []
+
+
+def test_batches_are_made_here_while_workers_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the workers are up the loader makes up to num_workers * prefetch batches
+    in this process, the same bytes; then the workers go on from the next batch."""
+    from kloader import _workers
+
+    started = threading.Event()
+    real_start = _workers._start_in_thread
+
+    def held_start(*args: object) -> None:
+        started.wait(timeout=60)
+        real_start(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_workers, "_start_in_thread", held_start)
+    expected = batches(kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=jitter), 3)
+    with kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=jitter, num_workers=2) as loader:
+        passes = iter(loader)
+        got = [next(passes) for _ in range(2 * 2)]  # num_workers * prefetch
+        assert loader._pool is not None and not loader._pool.running
+        started.set()
+        got += list(passes)
+        assert len(loader.worker_pids) == 2
+        got += batches(loader, 2)
+        assert_batches_equal(got, expected)
+
+
+def test_close_while_workers_start_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() during the start waits for it and stops the workers it started."""
+    from kloader import _workers
+
+    started = threading.Event()
+    pids: list[int] = []
+    real_start = _workers._start_in_thread
+
+    def held_start(pool_ref: object, data_loader: object, parent_alive: object) -> None:
+        started.wait(timeout=60)
+        real_start(pool_ref, data_loader, parent_alive)  # type: ignore[arg-type]
+        pool = pool_ref()  # type: ignore[operator]
+        pids.extend(pool.pids if pool is not None else [])
+
+    monkeypatch.setattr(_workers, "_start_in_thread", held_start)
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=0, num_workers=2)
+    next(iter(loader))
+    threading.Timer(0.2, started.set).start()
+    loader.close()
+    assert len(pids) == 2 and loader.worker_pids == []
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=5)
+    assert alive == []
+
+
+def test_arrays_without_transform_need_no_workers() -> None:
+    """Arrays without a transform are gathered in this process for any num_workers:
+    the same batches, and no process is started."""
+    expected = batches(kloader.Loader(id_arrays(30), batch_size=4, seed=2), 2)
+    with kloader.Loader(id_arrays(30), batch_size=4, seed=2, num_workers=2) as loader:
+        assert_batches_equal(batches(loader, 2), expected)
+        assert loader.worker_pids == []
