@@ -18,6 +18,7 @@ processes unpickle transforms without loading a backend.
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -66,7 +67,7 @@ def with_image(sample: Any, image: np.ndarray) -> Any:
     return image
 
 
-class ImageTransform:
+class ImageTransform(abc.ABC):
     """Base class: applies `apply(image, rng)` to the image of each sample.
 
     `apply` gets an HxWxC array (an HxW image arrives with one channel and
@@ -85,8 +86,9 @@ class ImageTransform:
             return with_image(sample, self.apply(image[:, :, None], rng)[:, :, 0])
         return with_image(sample, self.apply(image, rng))
 
+    @abc.abstractmethod
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+        """The transformed HxWxC image; every subclass says what it does."""
 
     def _options(self) -> dict[str, Any]:
         """The constructor arguments, for repr: the public attributes."""
