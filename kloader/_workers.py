@@ -354,9 +354,13 @@ class WorkerPool:
             # kloader and the modules defining the source and transform, so
             # starting them costs milliseconds, not seconds. The user's
             # __main__ is preloaded as Python does by default, so that sources
-            # and transforms defined in a script can be unpickled. (This only
-            # takes effect when the server starts, for the first pool.)
-            context.set_forkserver_preload(["__main__", "kloader._workers", *self._maker.modules()])
+            # and transforms defined in a script can be unpickled. The last
+            # module freezes what the server imported, so that the workers
+            # share those pages instead of copying them. (This only takes
+            # effect when the server starts, for the first pool.)
+            context.set_forkserver_preload(
+                ["__main__", "kloader._workers", *self._maker.modules(), "kloader._freeze_fork_server"]
+            )
         parent_alive = None
         if self.start_method != "fork":
             # Under fork, workers are children of this process, torch's watchdog

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 
 import numpy as np
@@ -178,3 +180,25 @@ def test_arrays_without_transform_need_no_workers() -> None:
     with kloader.Loader(id_arrays(30), batch_size=4, seed=2, num_workers=2) as loader:
         assert_batches_equal(batches(loader, 2), expected)
         assert loader.worker_pids == []
+
+
+class FrozenObjects:
+    """Sample i: (pid of the process that made it, objects that process holds frozen)."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.array([os.getpid(), gc.get_freeze_count()])
+
+
+def test_workers_inherit_a_frozen_fork_server() -> None:
+    """The fork server freezes what it imported (torch, NumPy, kloader) before it forks
+    workers, so their garbage collector never copies those pages; see _freeze_fork_server."""
+    with kloader.Loader(FrozenObjects(), batch_size=2, seed=0, num_workers=2) as loader:
+        pids, counts = np.concatenate(list(loader)).T
+    in_workers = pids != os.getpid()
+    assert in_workers.sum() >= 20, "the workers made too few batches to tell"
+    # torch alone is over 100 000 objects; this process has frozen none.
+    assert (counts[in_workers] > 100_000).all(), counts
+    assert (counts[~in_workers] == 0).all(), counts
