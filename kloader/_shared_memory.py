@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 
-def _torch_dtype(dtype: np.dtype) -> torch.dtype | None:
+def torch_dtype_of(dtype: np.dtype) -> torch.dtype | None:
     try:
         return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     except TypeError:
@@ -30,7 +30,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
     The object to send is the tensor that owns the memory, or the array itself
     when torch cannot hold its dtype.
     """
-    torch_dtype = _torch_dtype(np.dtype(dtype))
+    torch_dtype = torch_dtype_of(np.dtype(dtype))
     if torch_dtype is None:
         array = np.empty(shape, dtype=dtype)
         return array, array

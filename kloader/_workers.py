@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from kloader import _shared_memory, _tree
+from kloader._batch_buffers import Returns, WorkerBuffers
 from kloader._batches import BatchMaker
 from kloader._errors import WorkerError
 
@@ -99,14 +99,23 @@ class _WorkerDataset:
     under forkserver is the fork server, not the main process, and the fork
     server in turn waits for its children: killed with SIGKILL, the main
     process would leave both behind for good.
+
+    `returns` holds, by worker id, the read ends of the pipes on which the main
+    process sends back the batch buffers it has let go of (`_batch_buffers`).
     """
 
-    def __init__(self, maker: BatchMaker, parent_alive: Any):
+    def __init__(self, maker: BatchMaker, parent_alive: Any, returns: list[Any]):
         self.maker = maker
         self.parent_alive = parent_alive
+        self.returns = returns
+        self._buffers: WorkerBuffers | None = None
 
     def __getitem__(self, task: Task) -> tuple[tuple[int, int, int], Any]:
-        batch = self.maker.make(task.seed, task.epoch, task.indices, _shared_memory.empty)
+        if self._buffers is None:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            self._buffers = WorkerBuffers(worker, self.returns[worker])
+        batch = self.maker.make(task.seed, task.epoch, task.indices, self._buffers.allocate)
         return task.key, batch
 
 
@@ -145,11 +154,6 @@ def _keep_as_is(result: Any) -> Any:
     return result
 
 
-def _to_numpy(batch: Any) -> Any:
-    leaves, structure = _tree.flatten(batch)
-    return _tree.unflatten(structure, [_shared_memory.to_numpy(leaf) for leaf in leaves])
-
-
 class _Sampler:
     # Weak, so that pool -> torch iterator -> sampler -> pool is no cycle: the
     # pool must be freed (and its workers stopped) by reference counting, not
@@ -175,7 +179,7 @@ class _DataLoader(torch.utils.data.DataLoader):  # type: ignore[type-arg]
         pass
 
 
-def _start_in_thread(pool_ref: weakref.ref[WorkerPool], data_loader: Any, parent_alive: Any) -> None:
+def _start_in_thread(pool_ref: weakref.ref[WorkerPool], data_loader: Any, worker_ends: list[Any]) -> None:
     """Starts the worker processes (slow: about a second for a fresh fork server)."""
     iterator, error = None, None
     try:
@@ -183,8 +187,8 @@ def _start_in_thread(pool_ref: weakref.ref[WorkerPool], data_loader: Any, parent
     except BaseException as exc:
         error = exc
     finally:
-        if parent_alive is not None:
-            parent_alive.close()  # the workers have their own copies now
+        for end in worker_ends:
+            end.close()  # the workers have their own copies now
     pool = pool_ref()
     if pool is not None:
         pool._started(iterator, error)
@@ -232,6 +236,7 @@ class WorkerPool:
         self._ready: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._batches_received = 0
         self._alive_writer: Any = None
+        self._returns = Returns([])
 
     @property
     def running(self) -> bool:
@@ -298,16 +303,17 @@ class WorkerPool:
     def _get_from_workers(self, task: Task) -> Any:
         # Under self._lock, with the workers running.
         if task.key in self._ready:
-            return _to_numpy(self._ready.pop(task.key))
+            return self._ready.pop(task.key)
         if task.key not in self._in_flight:
             self._plan = self._plan_from(task)
         try:
             while True:
                 key, batch = next(self._iterator)
+                batch = self._returns.receive(batch)
                 self._batches_received += 1
                 self._in_flight.remove(key)
                 if key == task.key:
-                    return _to_numpy(batch)
+                    return batch
                 self._keep(key, batch)
         except BaseException as error:
             dead = self._dead_workers(wait=not _raised_in_a_worker(error))
@@ -327,6 +333,7 @@ class WorkerPool:
         # Called by torch, inside next(self._iterator) or while the iterator
         # is being created in the starting thread.
         with self._lock:
+            self._returns.send()
             while True:
                 task = next(self._plan)
                 if task.key not in self._in_flight and task.key not in self._ready:
@@ -366,9 +373,13 @@ class WorkerPool:
             # Under fork, workers are children of this process, torch's watchdog
             # sees its death, and they would inherit the write end anyway.
             parent_alive, self._alive_writer = context.Pipe(duplex=False)
+        return_readers, return_writers = zip(*(context.Pipe(duplex=False) for _ in range(self.num_workers)))
+        self._returns = Returns(list(return_writers))
+        # Closed here once the workers have their copies.
+        worker_ends = [*return_readers, *([parent_alive] if parent_alive is not None else [])]
         try:
             data_loader = _DataLoader(
-                _WorkerDataset(self._maker, parent_alive),  # type: ignore[arg-type]
+                _WorkerDataset(self._maker, parent_alive, list(return_readers)),  # type: ignore[arg-type]
                 batch_size=None,
                 sampler=_Sampler(self),
                 num_workers=self.num_workers,
@@ -379,16 +390,16 @@ class WorkerPool:
             )
             self._starter = threading.Thread(
                 target=_start_in_thread,
-                args=(weakref.ref(self), data_loader, parent_alive),
+                args=(weakref.ref(self), data_loader, worker_ends),
                 name="kloader-start-workers",
                 daemon=True,
             )
             self._starter.start()
         except BaseException:
             self._starter = None
-            if parent_alive is not None:
-                parent_alive.close()
-            self._close_alive_writer()
+            for end in worker_ends:
+                end.close()
+            self._close_pipes()
             raise
 
     def _started(self, iterator: Any, error: BaseException | None) -> None:
@@ -397,7 +408,7 @@ class WorkerPool:
             if error is not None:
                 self._start_error = error
                 self._in_flight.clear()
-                self._close_alive_writer()
+                self._close_pipes()
                 return
             self._iterator = iterator
             self._report_deaths_where_we_wait()
@@ -475,9 +486,10 @@ class WorkerPool:
                 iterator._shutdown_workers()
                 # Its queues' named semaphores are unlinked when it is freed: now.
                 del iterator
-            self._close_alive_writer()
+            self._close_pipes()
 
-    def _close_alive_writer(self) -> None:
+    def _close_pipes(self) -> None:
         if self._alive_writer is not None:
             self._alive_writer.close()
             self._alive_writer = None
+        self._returns.close()

@@ -1,0 +1,167 @@
+"""Shared-memory batch buffers that a worker reuses once the main process lets go.
+
+A worker writes each batch into shared memory, so that handing it over costs a
+file descriptor instead of a copy. A fresh buffer is the expensive part: for a
+64x160x160x3 float32 batch the kernel allocates, zeroes and faults in 19.6 MB
+(about 13.5 ms, 0.2 ms per image, against 0.7 ms to refill a buffer the worker
+has written before). So a worker keeps the buffers it has lent, and writes a
+new batch into one of them as soon as the main process has let go of it.
+
+"Let go" is decided by reference counting, never by guessing: the main process
+puts a `weakref.finalize` on the tensor that owns each array it receives. Every
+NumPy view of the array, and every tensor a backend makes from it without
+copying (torch's `from_numpy`; JAX and TensorFlow when they alias NumPy
+memory), holds that owner, so its finalizer runs only when nothing can read the
+batch any more. The finalizer queues the buffer's id, and the ids go back to
+their worker through a pipe, ahead of the next task. A batch the user keeps
+(`batches = list(loader)`) is therefore never overwritten: its buffers are
+simply not returned.
+
+A worker holds at most `_FREE_BUFFERS` idle buffers, and remembers at most
+`_LENT_BUFFERS` lent ones (forgetting the oldest only means that buffer is
+freed instead of reused when it comes back), so its memory stays bounded
+whatever the consumer does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from kloader import _shared_memory, _tree
+
+_FREE_BUFFERS = 2
+_LENT_BUFFERS = 64
+# Ids sent back per worker per task: more only happen when the consumer drops
+# many held batches at once, and the worker has forgotten most of those anyway.
+_RETURNS_PER_MESSAGE = _LENT_BUFFERS
+
+
+class Lent:
+    """A worker's buffer on its way to the main process: the tensor and its id."""
+
+    __slots__ = ("buffer", "tensor", "worker")
+
+    def __init__(self, tensor: torch.Tensor, worker: int, buffer: int):
+        self.tensor, self.worker, self.buffer = tensor, worker, buffer
+
+    def __getstate__(self) -> tuple[torch.Tensor, int, int]:
+        return self.tensor, self.worker, self.buffer
+
+    def __setstate__(self, state: tuple[torch.Tensor, int, int]) -> None:
+        self.tensor, self.worker, self.buffer = state
+
+
+class WorkerBuffers:
+    """In a worker: hands out buffers for batches, reusing those returned.
+
+    Args:
+        worker: this worker's id.
+        returns: read end of the pipe on which the main process sends back the
+            ids of buffers it has let go of (None: never reuse).
+    """
+
+    def __init__(self, worker: int, returns: Any):
+        self.worker = worker
+        self._returns = returns
+        # Buffers by id; an id stays with its buffer for as long as it lives.
+        self._free: list[tuple[int, torch.UntypedStorage]] = []
+        self._lent: OrderedDict[int, torch.UntypedStorage] = OrderedDict()
+        self._next_id = 0
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
+        """`_batches.Allocate`: (NumPy view to fill, object to send)."""
+        torch_dtype = _shared_memory.torch_dtype_of(np.dtype(dtype))
+        if torch_dtype is None:
+            return _shared_memory.empty(shape, dtype)
+        self._take_returns()
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+        buffer, storage = self._reuse(nbytes) or self._new(nbytes)
+        self._lent[buffer] = storage
+        while len(self._lent) > _LENT_BUFFERS:
+            self._lent.popitem(last=False)
+        tensor = torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)  # type: ignore[call-overload]
+        return tensor.numpy(), Lent(tensor, self.worker, buffer)
+
+    def _reuse(self, nbytes: int) -> tuple[int, torch.UntypedStorage] | None:
+        for position, (_, storage) in enumerate(self._free):
+            if storage.nbytes() == nbytes:
+                return self._free.pop(position)
+        return None
+
+    def _new(self, nbytes: int) -> tuple[int, torch.UntypedStorage]:
+        self._next_id += 1
+        return self._next_id, torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
+
+    def _take_returns(self) -> None:
+        if self._returns is None:
+            return
+        try:
+            while self._returns.poll():
+                for buffer in self._returns.recv():
+                    storage = self._lent.pop(buffer, None)
+                    if storage is not None:
+                        self._free.append((buffer, storage))
+        except (EOFError, OSError):
+            self._returns = None  # the main process is gone; the watchdog ends this worker
+        del self._free[: max(len(self._free) - _FREE_BUFFERS, 0)]
+
+
+class Returns:
+    """In the main process: receives batches and sends their buffers back when dropped.
+
+    Args:
+        writers: one pipe write end per worker, by worker id.
+    """
+
+    def __init__(self, writers: list[Any]):
+        self._writers = writers
+        # Appended to by finalizers, from whichever thread drops a batch.
+        self._released: deque[tuple[int, int]] = deque()
+        self._newest = [0] * len(writers)
+        self.fresh = 0  # buffers received for the first time
+        self.reused = 0  # buffers received again
+
+    def receive(self, batch: Any) -> Any:
+        """The batch as NumPy arrays; each buffer goes back when its array is dropped."""
+        leaves, structure = _tree.flatten(batch)
+        return _tree.unflatten(structure, [self._array(leaf) for leaf in leaves])
+
+    def _array(self, leaf: Any) -> np.ndarray:
+        if not isinstance(leaf, Lent):
+            return _shared_memory.to_numpy(leaf)
+        if leaf.buffer > self._newest[leaf.worker]:
+            self._newest[leaf.worker] = leaf.buffer
+            self.fresh += 1
+        else:
+            self.reused += 1
+        array = leaf.tensor.numpy()
+        # The array's owner (not `leaf.tensor`, which dies here) lives as long
+        # as anything that can read the array.
+        finalizer = weakref.finalize(array.base, self._released.append, (leaf.worker, leaf.buffer))
+        finalizer.atexit = False
+        return array
+
+    def send(self) -> None:
+        """Sends the ids of dropped buffers to their workers."""
+        returned: dict[int, list[int]] = {}
+        if not self._writers:  # closed
+            self._released.clear()
+        while self._released:
+            worker, buffer = self._released.popleft()
+            returned.setdefault(worker, []).append(buffer)
+        for worker, buffers in returned.items():
+            # A dead worker's pipe is broken: the pool reports the death where it
+            # waits for batches.
+            with contextlib.suppress(OSError):
+                self._writers[worker].send(buffers[-_RETURNS_PER_MESSAGE:])
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._writers = []
