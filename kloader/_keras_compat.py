@@ -88,6 +88,43 @@ def tf_dataset(make_pass: Callable[[], Any], example_batch: Any) -> Any:
 
     signature = tf.nest.map_structure(spec, example_batch)
     dataset = tf.data.Dataset.from_generator(make_pass, output_signature=signature)
+    return _unsharded_and_prefetched(dataset)
+
+
+def tf_can_gather(arrays: list[np.ndarray]) -> bool:
+    """Whether TensorFlow can hold these arrays (numbers, booleans, strings; not objects)."""
+    return all(array.dtype.kind in "biufcSU" and array.dtype.itemsize > 0 for array in arrays)
+
+
+def tf_gather_dataset(make_index_pass: Callable[[], Any], arrays: list[np.ndarray], structure: Any) -> Any:
+    """A tf.data.Dataset of batches of `arrays`, for a pass that hands out sample indices.
+
+    Python hands out one small index array per batch, so the order and the
+    epoch tracking are the same as for batches made in Python; TensorFlow
+    gathers the rows in its own threads, without the GIL that the training
+    loop needs (measured: a fit epoch over 50 000 32x32x3 images takes 0.28 s,
+    as with `fit(x, y)`, against 0.6 s with the batches made in Python). The
+    arrays are copied into TensorFlow once per dataset, as `fit(x, y)` does.
+    """
+    import tensorflow as tf
+
+    from kloader import _tree
+
+    constants = [tf.constant(array) for array in arrays]
+
+    def gather(indices: Any) -> Any:
+        return _tree.unflatten(structure, [tf.gather(constant, indices) for constant in constants])
+
+    indices = tf.data.Dataset.from_generator(
+        make_index_pass, output_signature=tf.TensorSpec((None,), tf.int64)
+    )
+    dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _unsharded_and_prefetched(dataset)
+
+
+def _unsharded_and_prefetched(dataset: Any) -> Any:
+    import tensorflow as tf
+
     # The loader shards itself: tf.distribute must not drop elements of it again.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

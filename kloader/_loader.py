@@ -6,7 +6,7 @@ import functools
 import numbers
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -284,6 +284,9 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             return self._maker.make(task.seed, task.epoch, task.indices)
         return self._worker_pool().get(task)
 
+    def _batch_indices(self, epoch: int, batch: int) -> np.ndarray:
+        return self.indices(batch, epoch).astype(np.int64, copy=False)
+
     def _worker_pool(self) -> _workers.WorkerPool:
         with self._lock:
             if self._pool is None:
@@ -354,7 +357,9 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             self._keras_calls.begin(epoch_iterator, _keras_compat.builder_frame(epoch_iterator, frame))
         return len(self)
 
-    def _keras_pass(self, *, complete_on_last: bool = False) -> Pass:
+    def _keras_pass(
+        self, *, complete_on_last: bool = False, make: Callable[[int, int], Any] | None = None
+    ) -> Pass:
         previous = self._last_keras_pass() if self._last_keras_pass is not None else None
         if previous is not None and previous.handed_out_all:
             previous.complete()
@@ -365,6 +370,7 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             complete_on_last=complete_on_last,
             whole_epoch_of_batches=self._keras_slices_epochs,
             length=length,
+            make=make,
         )
         self._last_keras_pass = weakref.ref(new_pass)
         return new_pass
@@ -379,6 +385,19 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         return _keras_compat.torch_dataloader(self._keras_pass())
 
     def get_tf_dataset(self) -> Any:
+        source = self._source
+        if (
+            self._maker.gathers
+            and isinstance(source, ArraySource)
+            and _keras_compat.tf_can_gather(source.arrays)
+        ):
+            # Batches of arrays are gathered by TensorFlow from the sample
+            # indices this pass hands out (see _keras_compat.tf_gather_dataset).
+            return _keras_compat.tf_gather_dataset(
+                lambda: self._keras_pass(complete_on_last=True, make=self._batch_indices),
+                source.arrays,
+                source.structure,
+            )
         task = self._task(self.epoch, 0)
         example = self._maker.make(task.seed, task.epoch, task.indices[:1])
         return _keras_compat.tf_dataset(lambda: self._keras_pass(complete_on_last=True), example)

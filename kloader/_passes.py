@@ -22,6 +22,7 @@ it, and when, is the whole of kloader's epoch tracking:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,8 +43,11 @@ class Pass:
         complete_on_last: bool = False,
         whole_epoch_of_batches: bool = False,
         length: int | None = None,
+        make: Callable[[int, int], Any] | None = None,
     ):
         self._loader = loader
+        # What the pass hands out for (epoch, batch): the batch, or what stands for it.
+        self._make = make if make is not None else loader._batch
         self._moves_cursor = moves_cursor
         self._complete_on_last = complete_on_last
         self._whole_epoch_of_batches = whole_epoch_of_batches
@@ -80,7 +84,7 @@ class Pass:
             raise StopIteration
         epoch, batch = self.position
         try:
-            made = self._loader._batch(epoch, batch)
+            made = self._make(epoch, batch)
         except BaseException:
             self.failed = True
             raise

@@ -168,3 +168,45 @@ def test_arguments_keras_would_drop_are_refused(argument: str) -> None:
     value = {"y": np.zeros(8), "sample_weight": np.ones(8), "class_weight": {0: 1.0}}[argument]
     with pytest.raises(ValueError, match=f"`{argument}` was passed"):
         id_model(IdRecorder()).fit(loader, verbose=0, **{argument: value})
+
+
+# Arrays without a transform take another road: batches are gathered in this
+# process (jax, torch) or, on TensorFlow, by tf.data from the sample indices the
+# loader hands out. The same guarantees hold.
+
+
+def ids_of_epochs(loader: kloader.Loader, epochs: range) -> list[list[int]]:
+    return [loader.indices(b, e).tolist() for e in epochs for b in range(len(loader))]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fit_on_arrays_trains_on_kloaders_order(num_workers: int) -> None:
+    recorder = IdRecorder()
+    loader = kloader.Loader(id_arrays(10), batch_size=4, seed=42, num_workers=num_workers)
+    id_model(recorder, built=False).fit(loader, epochs=3, verbose=0, callbacks=[recorder])
+    assert recorder.train_ids() == GOLDEN_IDS
+    assert loader.epoch == 3
+
+
+def test_arrays_steps_per_epoch_and_a_second_fit() -> None:
+    recorder = IdRecorder()
+    loader = kloader.Loader(id_arrays(24), batch_size=4, seed=9)
+    model = id_model(recorder)
+    model.fit(loader, epochs=4, steps_per_epoch=3, verbose=0, callbacks=[recorder])
+    assert loader.epoch == 2
+    model.fit(loader, epochs=1, verbose=0, callbacks=[recorder])
+    assert recorder.train_ids() == ids_of_epochs(loader, range(3))
+    assert loader.epoch == 3
+
+
+def test_arrays_validation_and_evaluate_see_source_order() -> None:
+    recorder = IdRecorder()
+    train = kloader.Loader(id_arrays(12), batch_size=4, seed=1)
+    validation = kloader.Loader(id_arrays(7), batch_size=3, shuffle=False)
+    model = id_model(recorder)
+    model.fit(train, validation_data=validation, epochs=2, verbose=0, callbacks=[recorder])
+    assert recorder.test_ids() == [[0, 1, 2], [3, 4, 5], [6]] * 2
+    assert recorder.train_ids() == ids_of_epochs(train, range(2))
+    recorder.test.clear()
+    model.evaluate(validation, verbose=0, callbacks=[recorder])
+    assert recorder.test_ids() == [[0, 1, 2], [3, 4, 5], [6]]
