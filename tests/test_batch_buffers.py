@@ -12,7 +12,8 @@ import kloader
 from kloader import _batch_buffers
 from kloader._batch_buffers import Returns, WorkerBuffers
 
-from utils import IdDataset, assert_batches_equal, jitter
+from keras_utils import IdRecorder, id_model
+from utils import IdDataset, assert_batches_equal, assert_labels, expected_labels, jitter, jitter_label
 
 
 def pipe() -> tuple[object, object]:
@@ -104,3 +105,16 @@ def test_batches_kept_by_the_caller_survive_later_epochs_with_workers() -> None:
     for position, (part, tensor) in enumerate(zip(slices, tensors)):
         np.testing.assert_array_equal(part, expected[position][0][1:3])
         np.testing.assert_array_equal(tensor.numpy(), expected[position][1])
+
+
+def test_fit_trains_on_intact_batches_while_buffers_are_reused() -> None:
+    """Through a real fit on the current backend, every batch the model trains on is
+    the loader's while the workers recycle their buffers all along: a worker that
+    rewrote a batch still waiting in a queue, in the loader or in TensorFlow's
+    prefetch would fail this."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(400), batch_size=4, seed=4, transform=jitter_label, num_workers=2)
+    id_model(recorder).fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 2))
+    reused = loader._pool._returns.reused if loader._pool is not None else 0
+    assert reused >= 100, f"the workers reused {reused} buffers: too few for this test to test anything"

@@ -14,7 +14,7 @@ import pytest
 import kloader
 
 from keras_utils import IdRecorder, first_feature_model, id_model
-from utils import IdDataset, id_arrays
+from utils import IdDataset, assert_labels, expected_labels, id_arrays, jitter_label
 
 # Frozen: the ids seed 42 gives IdDataset(10) in batches of 4, epochs 0-2. The
 # same list is asserted on every backend, so it proves they agree.
@@ -29,27 +29,6 @@ GOLDEN_IDS = [
     [5, 6, 0, 1],
     [2, 3],
 ]
-
-
-def jitter_label(
-    sample: tuple[np.ndarray, np.float32], rng: np.random.Generator
-) -> tuple[np.ndarray, np.float32]:
-    features, label = sample
-    return features, np.float32(label + rng.uniform(-0.25, 0.25))
-
-
-def expected_labels(loader: kloader.Loader, epochs: int) -> list[np.ndarray]:
-    """The labels of every batch of `epochs` epochs, made in this process."""
-    reference = kloader.Loader(
-        IdDataset(loader.num_samples), batch_size=loader.batch_size, seed=loader.seed, transform=jitter_label
-    )
-    return [batch[1] for _ in range(epochs) for batch in reference]
-
-
-def assert_labels(recorded: list[np.ndarray], expected: list[np.ndarray]) -> None:
-    assert len(recorded) == len(expected), f"{len(recorded)} batches trained, expected {len(expected)}"
-    for i, (got, want) in enumerate(zip(recorded, expected)):
-        np.testing.assert_array_equal(got, want, err_msg=f"batch {i}")
 
 
 @pytest.mark.parametrize("num_workers", [0, 1, 2, 4])

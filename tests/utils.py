@@ -44,6 +44,27 @@ def jitter(sample: tuple[np.ndarray, Any], rng: np.random.Generator) -> tuple[np
     return features + rng.normal(size=features.shape).astype(np.float32), label
 
 
+def jitter_label(
+    sample: tuple[np.ndarray, np.float32], rng: np.random.Generator
+) -> tuple[np.ndarray, np.float32]:
+    features, label = sample
+    return features, np.float32(label + rng.uniform(-0.25, 0.25))
+
+
+def expected_labels(loader: kloader.Loader, epochs: int) -> list[np.ndarray]:
+    """The labels of every batch of `epochs` epochs, made in this process."""
+    reference = kloader.Loader(
+        IdDataset(loader.num_samples), batch_size=loader.batch_size, seed=loader.seed, transform=jitter_label
+    )
+    return [batch[1] for _ in range(epochs) for batch in reference]
+
+
+def assert_labels(recorded: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(recorded) == len(expected), f"{len(recorded)} batches trained, expected {len(expected)}"
+    for i, (got, want) in enumerate(zip(recorded, expected)):
+        np.testing.assert_array_equal(got, want, err_msg=f"batch {i}")
+
+
 def slow_jitter(sample: tuple[np.ndarray, Any], rng: np.random.Generator) -> tuple[np.ndarray, Any]:
     """jitter that takes 5 ms, so workers cannot run far ahead of the consumer."""
     time.sleep(0.005)
