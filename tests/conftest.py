@@ -12,10 +12,17 @@ import pytest
 
 # torch before tensorflow: importing them the other way round can crash.
 import torch  # noqa: F401
+from hypothesis import settings
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
+
+# Property tests check values, never timings: Hypothesis's default 200 ms
+# deadline per example fails at random on a loaded shared machine (seen in CI:
+# a first call took 332 ms, its replay 0.2 ms).
+settings.register_profile("kloader", deadline=None)
+settings.load_profile("kloader")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -22,7 +22,7 @@ def shifted(image: np.ndarray, dx: int, dy: int, fill_mode: str, fill_value: flo
     return padded[pad - dy : pad - dy + height, pad - dx : pad - dx + width]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     height=st.integers(1, 9),
     width=st.integers(1, 9),

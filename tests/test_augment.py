@@ -242,7 +242,7 @@ def test_random_crop_is_a_window_of_the_image() -> None:
         augment.RandomCrop(20)(picture, rng())
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(
     height=st.integers(1, 40),
     width=st.integers(1, 40),
