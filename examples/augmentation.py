@@ -45,14 +45,17 @@ def main() -> None:
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(train, in_process)), "workers must agree"
     train.set_epoch(0)
 
+    # Seeded initial weights too, so that the whole run repeats (per backend: each
+    # backend draws its own initial weights from the seed).
+    init = keras.initializers.HeNormal
     model = keras.Sequential(
         [
             keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.Conv2D(16, 3, activation="relu", kernel_initializer=init(seed=1)),
             keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.Conv2D(16, 3, activation="relu", kernel_initializer=init(seed=2)),
             keras.layers.GlobalMaxPooling2D(),
-            keras.layers.Dense(2, activation="softmax"),
+            keras.layers.Dense(2, activation="softmax", kernel_initializer=init(seed=3)),
         ]
     )
     model.compile(
