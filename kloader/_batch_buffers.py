@@ -80,12 +80,12 @@ class WorkerBuffers:
         if torch_dtype is None:
             return _shared_memory.empty(shape, dtype)
         self._take_returns()
-        nbytes = max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+        nbytes = _shared_memory.nbytes_of(shape, dtype)
         buffer, storage = self._reuse(nbytes) or self._new(nbytes)
         self._lent[buffer] = storage
         while len(self._lent) > _LENT_BUFFERS:
             self._lent.popitem(last=False)
-        tensor = torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)  # type: ignore[call-overload]
+        tensor = _shared_memory.tensor_on(storage, shape, torch_dtype)
         return tensor.numpy(), Lent(tensor, self.worker, buffer)
 
     def _reuse(self, nbytes: int) -> tuple[int, torch.UntypedStorage] | None:

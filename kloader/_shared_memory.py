@@ -34,11 +34,22 @@ def empty(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
     if torch_dtype is None:
         array = np.empty(shape, dtype=dtype)
         return array, array
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     # Allocated directly in shared memory, as torch's default_collate does: no copy.
-    storage = torch.UntypedStorage._new_shared(max(nbytes, 1))  # type: ignore[no-untyped-call]
-    tensor = torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)  # type: ignore[call-overload]
+    storage = torch.UntypedStorage._new_shared(nbytes_of(shape, dtype))  # type: ignore[no-untyped-call]
+    tensor = tensor_on(storage, shape, torch_dtype)
     return tensor.numpy(), tensor
+
+
+def nbytes_of(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes of shared memory an array of `shape` and `dtype` needs (at least 1)."""
+    return max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+
+
+def tensor_on(
+    storage: torch.UntypedStorage, shape: tuple[int, ...], torch_dtype: torch.dtype
+) -> torch.Tensor:
+    """A tensor of `shape` over the start of `storage`."""
+    return torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)  # type: ignore[call-overload,no-any-return]
 
 
 def share(array: np.ndarray) -> Any:
