@@ -50,12 +50,6 @@ class Lent:
     def __init__(self, tensor: torch.Tensor, worker: int, buffer: int):
         self.tensor, self.worker, self.buffer = tensor, worker, buffer
 
-    def __getstate__(self) -> tuple[torch.Tensor, int, int]:
-        return self.tensor, self.worker, self.buffer
-
-    def __setstate__(self, state: tuple[torch.Tensor, int, int]) -> None:
-        self.tensor, self.worker, self.buffer = state
-
 
 class WorkerBuffers:
     """In a worker: hands out buffers for batches, reusing those returned.
