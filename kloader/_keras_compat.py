@@ -19,6 +19,8 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 from keras.src.trainers.epoch_iterator import EpochIterator
 
+from kloader import _tree
+
 __all__ = ["DataAdapter", "calling_epoch_iterator", "tf_dataset", "torch_dataloader"]
 
 _IGNORED_FIT_ARGUMENTS = {
@@ -107,8 +109,6 @@ def tf_gather_dataset(make_index_pass: Callable[[], Any], arrays: list[np.ndarra
     arrays are copied into TensorFlow once per dataset, as `fit(x, y)` does.
     """
     import tensorflow as tf
-
-    from kloader import _tree
 
     constants = [tf.constant(array) for array in arrays]
 
