@@ -225,6 +225,11 @@ def megabytes(case: dict[str, Any], added: bool) -> list[float]:
     return [(run["peak_pss"] - (run["baseline_pss"] if added else 0)) / 2**20 for run in runs]
 
 
+def memory_ratios(a: dict[str, Any], b: dict[str, Any], added: bool) -> list[float]:
+    """a's peak memory / b's (or memory added, with `added`), repeat by repeat."""
+    return [x / y for x, y in zip(megabytes(a, added), megabytes(b, added))]
+
+
 def loader_table(cases: list[dict[str, Any]], reference: dict[str, Any]) -> list[str]:
     lines = [
         f"| loader | images/s | ÷ {reference['name']} | CPU ms per image | first batch (s) "
@@ -453,23 +458,13 @@ def targets(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
                 target_row(f"{kloader_name}: first batch (s)", values(ours, "first_batch_s"), 0.3, False),
                 target_row(
                     f"{kloader_name}: peak memory ÷ torch DataLoader's (tree)",
-                    [
-                        a / b
-                        for a, b in zip(
-                            megabytes(ours, False), megabytes(by_name["torch DataLoader, 2 workers"], False)
-                        )
-                    ],
+                    memory_ratios(ours, by_name["torch DataLoader, 2 workers"], added=False),
                     1.0,
                     False,
                 ),
                 target_row(
                     f"{kloader_name}: memory added ÷ torch DataLoader's",
-                    [
-                        a / b
-                        for a, b in zip(
-                            megabytes(ours, True), megabytes(by_name["torch DataLoader, 2 workers"], True)
-                        )
-                    ],
+                    memory_ratios(ours, by_name["torch DataLoader, 2 workers"], added=True),
                     1.0,
                     False,
                 ),
