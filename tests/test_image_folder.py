@@ -19,6 +19,18 @@ from utils import assert_batches_equal
 # ------------------------------------------------------------------- scan
 
 
+def batches_with_0_and_2_workers(folder: kloader.ImageFolder, seed: int) -> list[list[object]]:
+    """Two epochs of flipped batches of 3, with 0 and with 2 workers; asserts they are identical."""
+    runs = []
+    for num_workers in (0, 2):
+        with kloader.Loader(
+            folder, batch_size=3, seed=seed, transform=images.flip, num_workers=num_workers
+        ) as loader:
+            runs.append([batch for _ in range(2) for batch in loader])
+    assert_batches_equal(runs[1], runs[0], what="2 workers vs 0")
+    return runs
+
+
 def test_classes_labels_and_source_order(tmp_path: Path) -> None:
     """Sorted subfolders are classes 0, 1, ...; files in source order, recursively, as found."""
     images.make_folder(tmp_path, {"dog": 2, "cat": 3})
@@ -304,13 +316,7 @@ def test_skip_is_decided_once_and_the_same_for_any_worker_count(tmp_path: Path) 
         first = kloader.ImageFolder(tmp_path, image_size=8, on_error="skip")
         second = kloader.ImageFolder(tmp_path, image_size=8, on_error="skip")
     assert first.skipped == second.skipped and first.filenames == second.filenames
-    runs = []
-    for num_workers in (0, 2):
-        with kloader.Loader(
-            first, batch_size=3, seed=5, transform=images.flip, num_workers=num_workers
-        ) as loader:
-            runs.append([batch for _ in range(2) for batch in loader])
-    assert_batches_equal(runs[1], runs[0], what="2 workers vs 0")
+    batches_with_0_and_2_workers(first, seed=5)
 
 
 def test_skip_then_split_keeps_the_split_of_every_file(tmp_path: Path) -> None:
@@ -357,13 +363,7 @@ def test_mixed_files_batch_alike_and_augmentation_is_the_same_for_any_worker_cou
     images.write(tmp_path / "b" / "palette.gif", images.Image.new("P", (12, 7), 3))
     images.write_solid(tmp_path / "b" / "cmyk.jpg", (0, 0, 0, 0), mode="CMYK")
     folder = kloader.ImageFolder(tmp_path, image_size=(12, 16))
-    runs = []
-    for num_workers in (0, 2):
-        with kloader.Loader(
-            folder, batch_size=3, seed=11, transform=images.flip, num_workers=num_workers
-        ) as loader:
-            runs.append([batch for _ in range(2) for batch in loader])
-    assert_batches_equal(runs[1], runs[0], what="2 workers vs 0")
+    runs = batches_with_0_and_2_workers(folder, seed=11)
     assert all(batch[0].shape[1:] == (12, 16, 3) and batch[0].dtype == np.float32 for batch in runs[0])
     epoch_0 = np.concatenate([batch[0] for batch in runs[0][:3]])
     epoch_1 = np.concatenate([batch[0] for batch in runs[0][3:]])
