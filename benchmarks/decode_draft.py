@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kloader import _decode
+from kloader._images import decode
 
 SOURCE_SIZES = [(4032, 3024), (2048, 1536), (1024, 768), (500, 375)]
 TARGETS = [(224, 224), (128, 128), (64, 64)]
@@ -82,39 +82,39 @@ def main() -> None:
                 path = Path(directory) / f"{width}x{height}_{i}.jpg"
                 photo_like(width, height, rng).save(path, quality=90)
                 files[(width, height)].append(str(path))
-        print(f"margin {_decode.DRAFT_MARGIN}, interpolation {args.interpolation}, best of {args.repeats}")
+        print(f"margin {decode.DRAFT_MARGIN}, interpolation {args.interpolation}, best of {args.repeats}")
         print(
             f"{'source':>10} {'target':>8} {'scale':>5} {'full ms':>8} {'draft ms':>8} {'speed-up':>8} "
             f"{'mean|d|':>8} {'PSNR dB':>8}"
         )
         for source, paths in files.items():
             for target in TARGETS:
-                full = _decode.DecodeSpec(target, interpolation=args.interpolation, fast_decode=False)
-                fast = _decode.DecodeSpec(target, interpolation=args.interpolation, fast_decode=True)
+                full = decode.DecodeSpec(target, interpolation=args.interpolation, fast_decode=False)
+                fast = decode.DecodeSpec(target, interpolation=args.interpolation, fast_decode=True)
                 t_full, t_fast, diffs, psnrs = 0.0, 0.0, [], []
                 for path in paths:
-                    tf, a = timed(lambda p=path, s=full: _decode.decode(p, s), args.repeats)
-                    tq, b = timed(lambda p=path, s=fast: _decode.decode(p, s), args.repeats)
+                    tf, a = timed(lambda p=path, s=full: decode.decode(p, s), args.repeats)
+                    tq, b = timed(lambda p=path, s=fast: decode.decode(p, s), args.repeats)
                     t_full, t_fast = t_full + tf, t_fast + tq
                     diffs.append(float(np.mean(np.abs(a - b))))
                     psnrs.append(psnr(a, b))
                 with Image.open(paths[0]) as image:
-                    scale = _decode.draft_scale(image.size, 1, fast)
+                    scale = decode.draft_scale(image.size, 1, fast)
                 n = len(paths)
                 print(
                     f"{'x'.join(map(str, source)):>10} {'x'.join(map(str, target)):>8} {'1/' + str(scale):>5} "
                     f"{1000 * t_full / n:8.1f} {1000 * t_fast / n:8.1f} {t_full / t_fast:7.1f}x "
                     f"{np.mean(diffs):8.2f} {np.mean(psnrs):8.1f}"
                 )
-        spec = _decode.DecodeSpec((224, 224))
+        spec = decode.DecodeSpec((224, 224))
         for source, paths in files.items():
-            elapsed, _ = timed(lambda ps=paths: [_decode.check(p, spec) for p in ps], args.repeats)
+            elapsed, _ = timed(lambda ps=paths: [decode.check(p, spec) for p in ps], args.repeats)
             print(
                 f"skip-scan check, {'x'.join(map(str, source))} JPEG: {1000 * elapsed / len(paths):.1f} ms per file"
             )
         png = Path(directory) / "one.png"
         Image.open(files[(1024, 768)][0]).save(png)
-        elapsed, _ = timed(lambda: _decode.check(str(png), spec), args.repeats)
+        elapsed, _ = timed(lambda: decode.check(str(png), spec), args.repeats)
         print(f"skip-scan check, 1024x768 PNG: {1000 * elapsed:.1f} ms per file")
 
 

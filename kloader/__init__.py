@@ -16,13 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kloader._errors import SampleError, WorkerError
+from kloader._core.errors import SampleError, WorkerError
 
 if TYPE_CHECKING:
-    from kloader._callbacks import BackupAndRestore, EpochSync
-    from kloader._image_folder import ImageFolder
-    from kloader._loader import Loader
-    from kloader._preview import save_preview
+    from kloader._images.folder import ImageFolder
+    from kloader._images.preview import save_preview
+    from kloader._keras.callbacks import BackupAndRestore, EpochSync
+    from kloader._keras.loader import Loader
 
 __version__ = "0.1.0"
 
@@ -38,11 +38,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "BackupAndRestore": "kloader._callbacks",
-    "EpochSync": "kloader._callbacks",
-    "ImageFolder": "kloader._image_folder",
-    "Loader": "kloader._loader",
-    "save_preview": "kloader._preview",
+    "BackupAndRestore": "kloader._keras.callbacks",
+    "EpochSync": "kloader._keras.callbacks",
+    "ImageFolder": "kloader._images.folder",
+    "Loader": "kloader._keras.loader",
+    "save_preview": "kloader._images.preview",
 }
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TextIO
 
-from kloader import _decode, _inspect
+from kloader._images import decode, survey
 
 _PROGRESS_FROM = 200  # files; smaller folders are read in a blink
 _BAR_WIDTH = 30
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument(
         "--max-pixels",
         type=int,
-        default=_decode.DEFAULT_MAX_PIXELS,
+        default=decode.DEFAULT_MAX_PIXELS,
         help="images with more pixels count as unreadable (default: %(default)s)",
     )
     progress = inspect.add_mutually_exclusive_group()
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             bar(done, total)
 
     try:
-        result = _inspect.survey(
+        result = survey.survey(
             args.directory,
             follow_links=args.follow_links,
             check=not args.no_check,
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(_inspect.report(result))
+    print(survey.report(result))
     return 1 if result.unreadable else 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kloader import _affine
+from kloader.augment import _affine
 
 # np.pad's names for kloader's (Keras's) fill modes.
 PAD_MODE = {"constant": "constant", "nearest": "edge", "reflect": "symmetric", "wrap": "wrap"}

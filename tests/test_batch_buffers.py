@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 import kloader
-from kloader import _batch_buffers
-from kloader._batch_buffers import Returns, WorkerBuffers
+from kloader._workers.buffers import Returns, WorkerBuffers
 
 from keras_utils import IdRecorder, id_model
 from utils import IdDataset, assert_batches_equal, assert_labels, expected_labels, jitter, jitter_label
@@ -75,11 +74,11 @@ def test_a_worker_holds_few_idle_buffers_and_remembers_few_lent_ones() -> None:
     reader, writer = pipe()
     buffers, returns = WorkerBuffers(0, reader), Returns([writer])
     batches = [returns.receive(buffers.allocate((5,), np.dtype("uint8"))[1]) for _ in range(100)]
-    assert len(buffers._lent) == _batch_buffers._LENT_BUFFERS
+    assert len(buffers._lent) == buffers._LENT_BUFFERS
     del batches
     returns.send()
     buffers.allocate((5,), np.dtype("uint8"))
-    assert len(buffers._free) == _batch_buffers._FREE_BUFFERS - 1
+    assert len(buffers._free) == buffers._FREE_BUFFERS - 1
 
 
 def test_strings_are_not_shared_memory() -> None:

@@ -9,14 +9,14 @@ import pytest
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
-from kloader import _decode
-from kloader._decode import DecodeSpec, UnreadableImageError
+from kloader._images import decode as decoding
+from kloader._images.decode import DecodeSpec, UnreadableImageError
 
 import image_files as images
 
 
 def decode(path: Path, size: int | tuple[int, int] = 24, **options: object) -> np.ndarray:
-    return _decode.decode(str(path), DecodeSpec(size, **options))  # type: ignore[arg-type]
+    return decoding.decode(str(path), DecodeSpec(size, **options))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- formats
@@ -140,7 +140,7 @@ def test_exif_orientation_with_draft_decoding(tmp_path: Path) -> None:
     """A large rotated JPEG, decoded at reduced scale, is still rotated and matches a full decode."""
     path = images.write_exif_rotated(tmp_path / "big.jpg", 6, size=(800, 400))
     with Image.open(path) as opened:
-        assert _decode.draft_scale(opened.size, 6, DecodeSpec((60, 30))) == 4  # shown 400 x 800
+        assert decoding.draft_scale(opened.size, 6, DecodeSpec((60, 30))) == 4  # shown 400 x 800
     fast = decode(path, (60, 30), dtype="uint8").astype(int)
     full = decode(path, (60, 30), dtype="uint8", fast_decode=False).astype(int)
     assert np.abs(fast[5, 15] - [255, 0, 0]).max() < 40 and np.abs(fast[55, 15] - [0, 0, 255]).max() < 40
@@ -150,7 +150,7 @@ def test_exif_orientation_with_draft_decoding(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ resize
 
 
-@pytest.mark.parametrize("interpolation", sorted(_decode.INTERPOLATIONS))
+@pytest.mark.parametrize("interpolation", sorted(decoding.INTERPOLATIONS))
 def test_every_interpolation_name_resizes(tmp_path: Path, interpolation: str) -> None:
     """All of image_dataset_from_directory's interpolation names are accepted."""
     path = images.write_pattern(tmp_path / "p.png", size=(50, 40))
@@ -190,12 +190,12 @@ def test_pad_to_aspect_ratio_adds_centred_zero_borders(tmp_path: Path) -> None:
 def test_draft_scale_keeps_a_margin_and_follows_orientation() -> None:
     """The draft divisor leaves the decoded image at least twice the target, rotated or not."""
     spec = DecodeSpec((100, 50))
-    assert _decode.draft_scale((800, 400), 1, spec) == 2  # needs 100 rows of 400: 1/2 leaves 200
-    assert _decode.draft_scale((800, 400), 6, spec) == 4  # shown 400 wide, 800 tall
-    assert _decode.draft_scale((4000, 4000), 1, DecodeSpec(64)) == 8
-    assert _decode.draft_scale((120, 120), 1, DecodeSpec(64)) == 1
+    assert decoding.draft_scale((800, 400), 1, spec) == 2  # needs 100 rows of 400: 1/2 leaves 200
+    assert decoding.draft_scale((800, 400), 6, spec) == 4  # shown 400 wide, 800 tall
+    assert decoding.draft_scale((4000, 4000), 1, DecodeSpec(64)) == 8
+    assert decoding.draft_scale((120, 120), 1, DecodeSpec(64)) == 1
     crop = DecodeSpec(64, crop_to_aspect_ratio=True)
-    assert _decode.draft_scale((2048, 512), 1, crop) == 4  # the 512x512 centre window, 1/4 -> 128
+    assert decoding.draft_scale((2048, 512), 1, crop) == 4  # the 512x512 centre window, 1/4 -> 128
 
 
 def test_fast_decode_uses_draft_and_stays_close_to_a_full_decode(
@@ -246,7 +246,7 @@ def test_bad_files_name_the_path_and_the_reason(tmp_path: Path, maker: object, w
     with pytest.raises(UnreadableImageError) as caught:
         decode(path, 16)
     assert str(path) in str(caught.value) and words in caught.value.reason
-    assert _decode.check(str(path), DecodeSpec(16)) == caught.value.reason
+    assert decoding.check(str(path), DecodeSpec(16)) == caught.value.reason
 
 
 def test_max_pixels_limit(tmp_path: Path) -> None:
@@ -255,14 +255,15 @@ def test_max_pixels_limit(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImageError, match=r"40x30 = 1200 pixels is over max_pixels=1000"):
         decode(path, 8, max_pixels=1000)
     assert decode(path, 8, max_pixels=1200).shape == (8, 8, 3)
-    assert _decode.check(str(path), DecodeSpec(8, max_pixels=1200)) is None
+    assert decoding.check(str(path), DecodeSpec(8, max_pixels=1200)) is None
 
 
 def test_check_accepts_good_files(tmp_path: Path) -> None:
     """A good JPEG and PNG pass the check."""
     for name in ("good.jpg", "good.png"):
         assert (
-            _decode.check(str(images.write_pattern(tmp_path / name, size=(300, 200))), DecodeSpec(64)) is None
+            decoding.check(str(images.write_pattern(tmp_path / name, size=(300, 200))), DecodeSpec(64))
+            is None
         )
 
 
@@ -291,9 +292,9 @@ def test_bad_options_are_refused(options: dict[str, object], message: str) -> No
 def test_fast_decode_max_goes_down_to_the_target() -> None:
     """fast_decode="max" keeps the decoded image only as large as the target."""
     spec = DecodeSpec((100, 50), fast_decode="max")
-    assert _decode.draft_scale((800, 400), 1, spec) == 4  # 1/4 leaves 100 rows, as needed
-    assert _decode.draft_scale((500, 375), 1, DecodeSpec(160, fast_decode="max")) == 2
-    assert _decode.draft_scale((500, 375), 1, DecodeSpec(160)) == 1  # 1/2 would leave less than twice
+    assert decoding.draft_scale((800, 400), 1, spec) == 4  # 1/4 leaves 100 rows, as needed
+    assert decoding.draft_scale((500, 375), 1, DecodeSpec(160, fast_decode="max")) == 2
+    assert decoding.draft_scale((500, 375), 1, DecodeSpec(160)) == 1  # 1/2 would leave less than twice
     with pytest.raises(ValueError, match='True, False or "max"'):
         DecodeSpec(64, fast_decode="fast")
 

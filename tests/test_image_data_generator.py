@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kloader import augment
-from kloader._image_data_generator import PreprocessingFunction
+from kloader.augment._image_data_generator import PreprocessingFunction
 
 
 def steps(**kwargs: Any) -> list[Any]:

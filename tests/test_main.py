@@ -11,7 +11,7 @@ import pytest
 
 import kloader
 from kloader import __main__ as cli
-from kloader import _inspect
+from kloader._images import survey
 
 import image_files as images
 
@@ -67,7 +67,7 @@ def test_progress_bar(tmp_path: Path) -> None:
     assert "#" * 30 in text and text.count("\r") < 50, "redrawn at most 10 times a second"
     images.make_folder(tmp_path, {"a": 3})
     seen: list[tuple[int, int]] = []
-    _inspect.survey(str(tmp_path), progress=lambda done, total: seen.append((done, total)))
+    survey.survey(str(tmp_path), progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 

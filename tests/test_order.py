@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kloader import _order, _seeding
+from kloader._core import order, seeding
 
-seeds = st.integers(0, _seeding.MAX_SEED)
+seeds = st.integers(0, seeding.MAX_SEED)
 epochs = st.integers(0, 10_000)
 
 
@@ -19,36 +19,34 @@ epochs = st.integers(0, 10_000)
 @given(seed=seeds, epoch=epochs, n=st.integers(1, 3000))
 def test_every_epoch_is_a_permutation(seed: int, epoch: int, n: int) -> None:
     """Each epoch orders every index exactly once."""
-    permutation = _order.epoch_permutation(seed, epoch, n)
+    permutation = order.epoch_permutation(seed, epoch, n)
     assert np.array_equal(np.sort(permutation), np.arange(n))
 
 
 @given(seed=seeds, epoch=epochs)
 def test_epochs_differ(seed: int, epoch: int) -> None:
     """Consecutive epochs of 100 samples never share an order."""
-    a = _order.epoch_permutation(seed, epoch, 100)
-    b = _order.epoch_permutation(seed, epoch + 1, 100)
+    a = order.epoch_permutation(seed, epoch, 100)
+    b = order.epoch_permutation(seed, epoch + 1, 100)
     assert not np.array_equal(a, b)
 
 
-@given(seed=st.integers(0, _seeding.MAX_SEED - 1), epoch=epochs)
+@given(seed=st.integers(0, seeding.MAX_SEED - 1), epoch=epochs)
 def test_seeds_differ(seed: int, epoch: int) -> None:
     """Neighbouring seeds give different orders of the same epoch."""
-    a = _order.epoch_permutation(seed, epoch, 100)
-    b = _order.epoch_permutation(seed + 1, epoch, 100)
+    a = order.epoch_permutation(seed, epoch, 100)
+    b = order.epoch_permutation(seed + 1, epoch, 100)
     assert not np.array_equal(a, b)
 
 
 def test_seed_and_epoch_do_not_add_up() -> None:
     """seed 42 at epoch 1 is not seed 43 at epoch 0 (no `seed + epoch` derivation)."""
-    assert not np.array_equal(_order.epoch_permutation(42, 1, 100), _order.epoch_permutation(43, 0, 100))
+    assert not np.array_equal(order.epoch_permutation(42, 1, 100), order.epoch_permutation(43, 0, 100))
 
 
 def test_high_seed_words_matter() -> None:
     """Seeds that differ only above bit 32 give different orders."""
-    assert not np.array_equal(
-        _order.epoch_permutation(1, 0, 100), _order.epoch_permutation(1 + 2**32, 0, 100)
-    )
+    assert not np.array_equal(order.epoch_permutation(1, 0, 100), order.epoch_permutation(1 + 2**32, 0, 100))
 
 
 # --------------------------------------------------------- reproducibility
@@ -57,46 +55,46 @@ def test_high_seed_words_matter() -> None:
 @given(seed=seeds, epoch=epochs, n=st.integers(1, 500))
 def test_same_inputs_same_order(seed: int, epoch: int, n: int) -> None:
     """The order is a pure function of (seed, epoch, n)."""
-    assert np.array_equal(_order.epoch_permutation(seed, epoch, n), _order.epoch_permutation(seed, epoch, n))
+    assert np.array_equal(order.epoch_permutation(seed, epoch, n), order.epoch_permutation(seed, epoch, n))
 
 
 def test_golden_order() -> None:
     """Frozen orders for seed 42. Only update these values if you know what you're doing:
     a change here changes every kloader user's data order."""
-    assert _order.epoch_permutation(42, 0, 20).tolist() == [
+    assert order.epoch_permutation(42, 0, 20).tolist() == [
         18, 5, 0, 7, 6, 11, 2, 10, 1, 15, 9, 13, 17, 19, 8, 16, 14, 4, 12, 3,
     ]  # fmt: skip
-    assert _order.epoch_permutation(42, 1, 20).tolist() == [
+    assert order.epoch_permutation(42, 1, 20).tolist() == [
         0, 1, 14, 5, 2, 17, 8, 18, 15, 7, 11, 12, 13, 3, 19, 16, 4, 10, 9, 6,
     ]  # fmt: skip
-    assert _order.epoch_permutation(0, 0, 10).tolist() == [4, 6, 1, 3, 9, 8, 2, 0, 5, 7]
+    assert order.epoch_permutation(0, 0, 10).tolist() == [4, 6, 1, 3, 9, 8, 2, 0, 5, 7]
 
 
 def test_negative_epoch_is_refused() -> None:
     """Epochs count from 0."""
     with pytest.raises(ValueError, match="epoch must be >= 0"):
-        _order.epoch_permutation(0, -1, 10)
+        order.epoch_permutation(0, -1, 10)
 
 
 # ----------------------------------------------------------------- layouts
 
 
-def _shards(n: int, batch_size: int, num_shards: int, drop: bool) -> list[_order.BatchLayout]:
+def _shards(n: int, batch_size: int, num_shards: int, drop: bool) -> list[order.BatchLayout]:
     return [
-        _order.BatchLayout.build(n, batch_size, num_shards=num_shards, shard_index=r, drop_remainder=drop)
+        order.BatchLayout.build(n, batch_size, num_shards=num_shards, shard_index=r, drop_remainder=drop)
         for r in range(num_shards)
     ]
 
 
-def _positions(layout: _order.BatchLayout) -> list[list[int]]:
+def _positions(layout: order.BatchLayout) -> list[list[int]]:
     return [list(range(*layout.positions(b).indices(10**9))) for b in range(len(layout))]
 
 
 def test_single_shard_is_plain_batching() -> None:
     """One shard: consecutive batches of batch_size, the last one smaller."""
-    layout = _order.BatchLayout.build(10, 4)
+    layout = order.BatchLayout.build(10, 4)
     assert _positions(layout) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert _positions(_order.BatchLayout.build(10, 4, drop_remainder=True)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert _positions(order.BatchLayout.build(10, 4, drop_remainder=True)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 @settings(max_examples=300)
@@ -151,8 +149,8 @@ def test_tail_smaller_than_shard_count_is_rebalanced() -> None:
 def test_impossible_splits_say_what_to_do() -> None:
     """Too few samples, or batch_size 1 with a remainder, refuse with a fix."""
     with pytest.raises(ValueError, match="fewer than"):
-        _order.BatchLayout.build(3, 4, drop_remainder=True)
+        order.BatchLayout.build(3, 4, drop_remainder=True)
     with pytest.raises(ValueError, match="at least one sample each"):
-        _order.BatchLayout.build(2, 4, num_shards=3)
+        order.BatchLayout.build(2, 4, num_shards=3)
     with pytest.raises(ValueError, match="drop_remainder=True or a batch_size of at least 2"):
-        _order.BatchLayout.build(7, 1, num_shards=2)
+        order.BatchLayout.build(7, 1, num_shards=2)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import kloader
-from kloader import _preview
+from kloader._images import preview
 
 import image_files as images
 
@@ -52,10 +52,10 @@ def test_sheet_shows_the_augmented_batch_with_class_captions(tmp_path: Path) -> 
 def test_captions_name_the_class_and_sample() -> None:
     """Class ids, one-hot rows and binary values become class names; the sample index follows."""
     names = ["apple", "banana"]
-    assert _preview._caption(np.int32(1), names, 7) == "banana #7"
-    assert _preview._caption(np.array([0.0, 1.0]), names, None) == "banana"
-    assert _preview._caption(np.array([0.0]), names, 3) == "apple #3"
-    assert _preview._caption(None, None, 4) == "#4"
+    assert preview._caption(np.int32(1), names, 7) == "banana #7"
+    assert preview._caption(np.array([0.0, 1.0]), names, None) == "banana"
+    assert preview._caption(np.array([0.0]), names, 3) == "apple #3"
+    assert preview._caption(None, None, 4) == "#4"
 
 
 def test_other_epochs_and_rescaled_images(tmp_path: Path) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kloader import _seeding
+from kloader._core import seeding
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2**63 - 1, np.int64(5), np.uint32(7)])
 def test_valid_seeds(seed: object) -> None:
     """Non-negative integers up to 2**63 - 1, NumPy integers included."""
-    assert _seeding.validate_seed(seed) == int(seed)  # type: ignore[call-overload]
+    assert seeding.validate_seed(seed) == int(seed)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize(
@@ -28,26 +28,26 @@ def test_valid_seeds(seed: object) -> None:
 def test_invalid_seeds_say_how_to_fix(seed: object, error: type[Exception], message: str) -> None:
     """Bad seeds are refused with the accepted range and an example."""
     with pytest.raises(error, match=message):
-        _seeding.validate_seed(seed)
+        seeding.validate_seed(seed)
 
 
 def test_drawn_seeds_are_valid_and_differ() -> None:
     """Drawn seeds come from OS entropy and are valid seeds."""
-    drawn = {_seeding.draw_seed() for _ in range(20)}
+    drawn = {seeding.draw_seed() for _ in range(20)}
     assert len(drawn) == 20
-    assert all(_seeding.validate_seed(s) == s for s in drawn)
+    assert all(seeding.validate_seed(s) == s for s in drawn)
 
 
 def test_sample_streams_depend_on_every_field() -> None:
     """seed, epoch and index each change the sample stream, and streams are reproducible."""
-    base = _seeding.sample_rng(1, 2, 3).integers(2**32, size=4)
-    assert np.array_equal(base, _seeding.sample_rng(1, 2, 3).integers(2**32, size=4))
+    base = seeding.sample_rng(1, 2, 3).integers(2**32, size=4)
+    assert np.array_equal(base, seeding.sample_rng(1, 2, 3).integers(2**32, size=4))
     for other in [(0, 2, 3), (1, 0, 3), (1, 2, 0), (1, 2, 3 + 2**32)]:
-        assert not np.array_equal(base, _seeding.sample_rng(*other).integers(2**32, size=4))
+        assert not np.array_equal(base, seeding.sample_rng(*other).integers(2**32, size=4))
 
 
 def test_streams_of_different_uses_differ() -> None:
     """The permutation stream of (seed, epoch) is not the sample stream of (seed, epoch, 0)."""
-    permutation = _seeding.permutation_bits(5, 0).random_raw(4)
-    sample = np.random.Generator(_seeding.sample_rng(5, 0, 0).bit_generator).bit_generator.random_raw(4)
+    permutation = seeding.permutation_bits(5, 0).random_raw(4)
+    sample = np.random.Generator(seeding.sample_rng(5, 0, 0).bit_generator).bit_generator.random_raw(4)
     assert not np.array_equal(permutation, sample)

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 import kloader
+from kloader._workers import pool
 
 from utils import IdDataset, assert_batches_equal, id_arrays, jitter
 
@@ -127,16 +128,15 @@ def test_a_dropped_loader_stops_its_workers_at_once() -> None:
 def test_batches_are_made_here_while_workers_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """Until the workers are up the loader makes up to num_workers * prefetch batches
     in this process, the same bytes; then the workers go on from the next batch."""
-    from kloader import _workers
 
     started = threading.Event()
-    real_start = _workers._start_in_thread
+    real_start = pool._start_in_thread
 
     def held_start(*args: object) -> None:
         started.wait(timeout=60)
         real_start(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_workers, "_start_in_thread", held_start)
+    monkeypatch.setattr(pool, "_start_in_thread", held_start)
     expected = batches(kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=jitter), 3)
     with kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=jitter, num_workers=2) as loader:
         passes = iter(loader)
@@ -151,11 +151,10 @@ def test_batches_are_made_here_while_workers_start(monkeypatch: pytest.MonkeyPat
 
 def test_close_while_workers_start_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """close() during the start waits for it and stops the workers it started."""
-    from kloader import _workers
 
     started = threading.Event()
     pids: list[int] = []
-    real_start = _workers._start_in_thread
+    real_start = pool._start_in_thread
 
     def held_start(pool_ref: object, data_loader: object, parent_alive: object) -> None:
         started.wait(timeout=60)
@@ -163,7 +162,7 @@ def test_close_while_workers_start_leaves_no_process(monkeypatch: pytest.MonkeyP
         pool = pool_ref()  # type: ignore[operator]
         pids.extend(pool.pids if pool is not None else [])
 
-    monkeypatch.setattr(_workers, "_start_in_thread", held_start)
+    monkeypatch.setattr(pool, "_start_in_thread", held_start)
     loader = kloader.Loader(IdDataset(20), batch_size=4, seed=0, num_workers=2)
     next(iter(loader))
     threading.Timer(0.2, started.set).start()

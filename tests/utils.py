@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import kloader
-from kloader import _tree
+from kloader._core import tree
 
 
 class IdDataset:
@@ -100,8 +100,8 @@ def assert_state_restores_rest(make_loader: Callable[[], kloader.Loader], epochs
 def assert_batches_equal(actual: list[Any], expected: list[Any], what: str = "") -> None:
     assert len(actual) == len(expected), f"{what}: {len(actual)} batches, expected {len(expected)}"
     for i, (a, e) in enumerate(zip(actual, expected)):
-        a_leaves, a_structure = _tree.flatten(a)
-        e_leaves, e_structure = _tree.flatten(e)
+        a_leaves, a_structure = tree.flatten(a)
+        e_leaves, e_structure = tree.flatten(e)
         assert a_structure == e_structure, f"{what}: batch {i} has another structure"
         for a_leaf, e_leaf in zip(a_leaves, e_leaves):
             assert a_leaf.dtype == e_leaf.dtype, (

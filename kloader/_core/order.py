@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from kloader import _seeding
+from kloader._core import seeding
 
 
 def epoch_permutation(seed: int, epoch: int, num_samples: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def epoch_permutation(seed: int, epoch: int, num_samples: int) -> np.ndarray:
     """
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}.")
-    keys = _seeding.permutation_bits(seed, epoch).random_raw(num_samples)
+    keys = seeding.permutation_bits(seed, epoch).random_raw(num_samples)
     return np.argsort(keys, kind="stable")
 
 

@@ -12,10 +12,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from kloader import _distributed, _keras_calls, _keras_compat, _order, _seeding, _state, _workers
-from kloader._batches import BatchMaker, Transform
-from kloader._passes import Pass
-from kloader._sources import ArraySource, MapSource, as_source
+from kloader._core import checkpoint, distributed, order, seeding
+from kloader._core.batches import BatchMaker, Transform
+from kloader._core.passes import Pass
+from kloader._core.sources import ArraySource, MapSource, as_source
+from kloader._keras import calls, internals
+from kloader._workers import pool as workers
 
 _KERAS_ENQUEUER_ARGUMENTS = ("workers", "use_multiprocessing", "max_queue_size")
 _CACHED_PERMUTATIONS = 3
@@ -29,7 +31,7 @@ def _positive_int(value: Any, name: str) -> int:
 
 def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
     if shard == "auto":
-        return _distributed.detect_shard()
+        return distributed.detect_shard()
     if shard is None:
         return (0, 1), "none"
     try:
@@ -45,7 +47,7 @@ def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
     return (int(index), int(count)), "explicit"
 
 
-def _plan_from(task_for: Any, num_batches: int, task: _workers.Task) -> Iterator[_workers.Task]:
+def _plan_from(task_for: Any, num_batches: int, task: workers.Task) -> Iterator[workers.Task]:
     """The tasks expected from `task` on: the rest of its epoch, then the epochs after it."""
     epoch, batch = task.epoch, task.batch
     while True:
@@ -70,7 +72,7 @@ def _weak_method(method: Any, *, when_gone: str = "raise") -> Any:
     return call
 
 
-class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[misc]
+class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc]
     """Batches from a source in an order that is a pure function of (seed, epoch).
 
     The batches of epoch e, and the augmentation of every sample in them, depend
@@ -151,9 +153,9 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             )
         self.num_workers: int = int(num_workers)
         self.prefetch: int = _positive_int(prefetch, "prefetch")
-        self.start_method: str = start_method or _workers.default_start_method()
-        if self.start_method not in _workers.START_METHODS:
-            raise ValueError(f"`start_method` must be one of {_workers.START_METHODS}, got {start_method!r}.")
+        self.start_method: str = start_method or workers.default_start_method()
+        if self.start_method not in workers.START_METHODS:
+            raise ValueError(f"`start_method` must be one of {workers.START_METHODS}, got {start_method!r}.")
         if transform is not None and not callable(transform):
             raise TypeError(f"`transform` must be callable as transform(sample, rng), got {transform!r}.")
         self.shuffle: bool = bool(shuffle)
@@ -169,11 +171,11 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
                 "process, and the shards would overlap. Pass the same seed in every process, "
                 "e.g. seed=42."
             )
-        self._seed: int = _seeding.draw_seed() if seed is None else _seeding.validate_seed(seed)
+        self._seed: int = seeding.draw_seed() if seed is None else seeding.validate_seed(seed)
         self._seed_was_given: bool = seed is not None
         self._source: ArraySource | MapSource = as_source(source)
         self._maker: BatchMaker = BatchMaker(self._source, transform)
-        self._layout: _order.BatchLayout = _order.BatchLayout.build(
+        self._layout: order.BatchLayout = order.BatchLayout.build(
             len(self._source),
             self._batch_size,
             num_shards=self.num_shards,
@@ -183,7 +185,7 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         self._lock: threading.RLock = threading.RLock()
         self._cursor: tuple[int, int] = (0, 0)
         self._permutations: dict[tuple[int, int], np.ndarray] = {}
-        self._pool: _workers.WorkerPool | None = None
+        self._pool: workers.WorkerPool | None = None
         self._last_keras_pass: weakref.ref[Pass] | None = None
         # Set by the callbacks when Keras's steps_per_epoch slices loader epochs:
         # then every Keras iterator must yield one epoch's worth of batches.
@@ -192,7 +194,7 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         # the next Keras iterator ends where that epoch ends.
         self._next_keras_pass_length: int | None = None
         # When the last Keras call using this loader ends, its workers stop.
-        self._keras_calls: _keras_calls.KerasCalls = _keras_calls.KerasCalls(
+        self._keras_calls: calls.KerasCalls = calls.KerasCalls(
             on_last_end=_weak_method(self.close, when_gone="ignore")
         )
 
@@ -243,7 +245,7 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
             permutation = self._permutations.get(key)
             if permutation is None:
                 if self.shuffle:
-                    permutation = _order.epoch_permutation(self._seed, epoch, len(self._source))
+                    permutation = order.epoch_permutation(self._seed, epoch, len(self._source))
                 else:
                     permutation = np.arange(len(self._source))
                 if len(self._permutations) >= _CACHED_PERMUTATIONS:
@@ -251,8 +253,8 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
                 self._permutations[key] = permutation
             return permutation
 
-    def _task(self, epoch: int, batch: int) -> _workers.Task:
-        return _workers.Task(self._seed, epoch, batch, self.indices(batch, epoch))
+    def _task(self, epoch: int, batch: int) -> workers.Task:
+        return workers.Task(self._seed, epoch, batch, self.indices(batch, epoch))
 
     # ------------------------------------------------------- manual access
 
@@ -287,14 +289,14 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
     def _batch_indices(self, epoch: int, batch: int) -> np.ndarray:
         return self.indices(batch, epoch).astype(np.int64, copy=False)
 
-    def _worker_pool(self) -> _workers.WorkerPool:
+    def _worker_pool(self) -> workers.WorkerPool:
         with self._lock:
             if self._pool is None:
                 if self._maker.transform is not None:
-                    _workers.check_picklable(self._maker.transform, "transform")
+                    workers.check_picklable(self._maker.transform, "transform")
                 if isinstance(self._source, MapSource):
-                    _workers.check_picklable(self._source.dataset, "source")
-                self._pool = _workers.WorkerPool(
+                    workers.check_picklable(self._source.dataset, "source")
+                self._pool = workers.WorkerPool(
                     self._maker,
                     functools.partial(_plan_from, _weak_method(self._task), len(self)),
                     num_workers=self.num_workers,
@@ -337,11 +339,11 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
     def _state_at(self, epoch: int, batch: int) -> dict[str, Any]:
         if batch >= len(self):
             epoch, batch = epoch + 1, 0
-        return _state.make(self, epoch=epoch, batch=batch)
+        return checkpoint.make(self, epoch=epoch, batch=batch)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues from `state`: the next pass yields exactly the batches left in it."""
-        seed, epoch, batch = _state.check(self, state)
+        seed, epoch, batch = checkpoint.check(self, state)
         with self._lock:
             self._seed = seed
             self._cursor = (epoch, batch)
@@ -351,10 +353,10 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
     @property
     def num_batches(self) -> int:
         """Batches per epoch, as Keras asks for them."""
-        frame = _keras_compat.caller_frame(1)
-        epoch_iterator = _keras_compat.calling_epoch_iterator(frame)
+        frame = internals.caller_frame(1)
+        epoch_iterator = internals.calling_epoch_iterator(frame)
         if epoch_iterator is not None and frame is not None:
-            self._keras_calls.begin(epoch_iterator, _keras_compat.builder_frame(epoch_iterator, frame))
+            self._keras_calls.begin(epoch_iterator, internals.builder_frame(epoch_iterator, frame))
         return len(self)
 
     def _keras_pass(
@@ -382,25 +384,21 @@ class Loader(keras.utils.PyDataset, _keras_compat.DataAdapter):  # type: ignore[
         return self._keras_pass()
 
     def get_torch_dataloader(self) -> Any:
-        return _keras_compat.torch_dataloader(self._keras_pass())
+        return internals.torch_dataloader(self._keras_pass())
 
     def get_tf_dataset(self) -> Any:
         source = self._source
-        if (
-            self._maker.gathers
-            and isinstance(source, ArraySource)
-            and _keras_compat.tf_can_gather(source.arrays)
-        ):
+        if self._maker.gathers and isinstance(source, ArraySource) and internals.tf_can_gather(source.arrays):
             # Batches of arrays are gathered by TensorFlow from the sample
-            # indices this pass hands out (see _keras_compat.tf_gather_dataset).
-            return _keras_compat.tf_gather_dataset(
+            # indices this pass hands out (see internals.tf_gather_dataset).
+            return internals.tf_gather_dataset(
                 lambda: self._keras_pass(complete_on_last=True, make=self._batch_indices),
                 source.arrays,
                 source.structure,
             )
         task = self._task(self.epoch, 0)
         example = self._maker.make(task.seed, task.epoch, task.indices[:1])
-        return _keras_compat.tf_dataset(lambda: self._keras_pass(complete_on_last=True), example)
+        return internals.tf_dataset(lambda: self._keras_pass(complete_on_last=True), example)
 
     @property
     def has_partial_batch(self) -> bool:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from kloader._augment import Compose, ImageTransform, Transform
-from kloader._geometric import RandomAffine, RandomFlip
-from kloader._photometric import RandomBrightness, RandomChannelShift, Rescale
+from kloader.augment._base import Compose, ImageTransform, Transform
+from kloader.augment._geometric import RandomAffine, RandomFlip
+from kloader.augment._photometric import RandomBrightness, RandomChannelShift, Rescale
 
 _DEFAULTS: dict[str, Any] = {
     "featurewise_center": False,

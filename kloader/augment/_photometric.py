@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kloader._augment import (
+from kloader.augment._base import (
     ImageTransform,
     draw,
     factor_range,

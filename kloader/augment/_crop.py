@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kloader._augment import ImageTransform, finish, value_range
+from kloader.augment._base import ImageTransform, finish, value_range
 
 _RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 _ATTEMPTS = 10

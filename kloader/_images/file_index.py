@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from kloader import _seeding
+from kloader._core import seeding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def split_positions(index: FileIndex, validation_split: float, seed: int) -> tup
     every machine, backend and run, and it does not reshuffle when files are
     added or removed: only files near a group's cut-off can change sides.
     """
-    salt = int(_seeding.split_bits(seed).random_raw()).to_bytes(8, "little")
+    salt = int(seeding.split_bits(seed).random_raw()).to_bytes(8, "little")
     keys = np.fromiter((_path_key(path, salt) for path in index.paths()), dtype=np.uint64, count=len(index))
     groups = np.zeros(len(index), np.int32) if index.labels is None else index.labels
     validation = np.zeros(len(index), dtype=bool)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from kloader import _decode, _scan
+from kloader._images import decode, scan
 
 Progress = Callable[[int, int], None]
 _THREADS = 8
@@ -51,13 +51,13 @@ def survey(
     *,
     follow_links: bool = False,
     check: bool = True,
-    max_pixels: int | None = _decode.DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = decode.DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
 ) -> Survey:
     """Scans `directory` as ImageFolder does and reads every file's header (and checks it)."""
     if not os.path.isdir(directory):
         raise NotADirectoryError(f"{directory!r} is not a folder (looked at {os.path.abspath(directory)!r}).")
-    folders = _scan.list_class_folders(directory)
+    folders = scan.list_class_folders(directory)
     classes: list[tuple[str, int]] | None = None
     paths: list[str] = []
     others: list[str] = []
@@ -65,16 +65,16 @@ def survey(
     if folders:
         classes = []
         for name in folders:
-            found, other = _scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
+            found, other = scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
             classes.append((name, len(found)))
             paths.extend(os.path.join(directory, name, path) for path in found)
             others.extend(other)
         top = [name for name in os.listdir(directory) if os.path.isfile(os.path.join(directory, name))]
-        loose = sum(_scan.is_image_name(name) for name in top)
+        loose = sum(scan.is_image_name(name) for name in top)
     else:
-        found, others = _scan.walk_images(directory, follow_links=follow_links)
+        found, others = scan.walk_images(directory, follow_links=follow_links)
         paths = [os.path.join(directory, path) for path in found]
-    spec = _decode.DecodeSpec((8, 8), max_pixels=max_pixels)
+    spec = decode.DecodeSpec((8, 8), max_pixels=max_pixels)
     infos: list[FileInfo] = []
     with ThreadPoolExecutor(max_workers=min(_THREADS, os.cpu_count() or 1)) as pool:
         for info in pool.map(lambda path: _read(path, spec, check), paths):
@@ -84,7 +84,7 @@ def survey(
     return Survey(directory, classes, infos, loose, others)
 
 
-def _read(path: str, spec: _decode.DecodeSpec, check: bool) -> FileInfo:
+def _read(path: str, spec: decode.DecodeSpec, check: bool) -> FileInfo:
     info = FileInfo(path)
     try:
         with Image.open(path) as image:
@@ -92,14 +92,14 @@ def _read(path: str, spec: _decode.DecodeSpec, check: bool) -> FileInfo:
     except Exception as error:  # reported, as the check below words it
         info.problem = f"{type(error).__name__}: {error}"
     if check or info.problem is not None:
-        info.problem = _decode.check(path, spec)
+        info.problem = decode.check(path, spec)
     return info
 
 
 def report(result: Survey) -> str:
     """The survey as text, for people."""
     lines = [f"Folder: {result.directory}"]
-    extensions = _scan.describe_extensions()
+    extensions = scan.describe_extensions()
     if result.classes is None:
         lines.append(f"No class subfolders: {len(result.files)} images (label_mode=None reads them all).")
     else:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kloader._file_index import FileIndex
+from kloader._images.file_index import FileIndex
 
 EXTENSIONS = ("bmp", "gif", "jpeg", "jpg", "png", "tif", "tiff", "webp")
 _SUFFIXES = tuple("." + extension for extension in EXTENSIONS)

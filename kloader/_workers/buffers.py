@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kloader import _shared_memory, _tree
+from kloader._core import tree
+from kloader._workers import shared_memory
 
 _FREE_BUFFERS = 2
 _LENT_BUFFERS = 64
@@ -70,16 +71,16 @@ class WorkerBuffers:
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
         """`_batches.Allocate`: (NumPy view to fill, object to send)."""
-        torch_dtype = _shared_memory.torch_dtype_of(np.dtype(dtype))
+        torch_dtype = shared_memory.torch_dtype_of(np.dtype(dtype))
         if torch_dtype is None:
-            return _shared_memory.empty(shape, dtype)
+            return shared_memory.empty(shape, dtype)
         self._take_returns()
-        nbytes = _shared_memory.nbytes_of(shape, dtype)
+        nbytes = shared_memory.nbytes_of(shape, dtype)
         buffer, storage = self._reuse(nbytes) or self._new(nbytes)
         self._lent[buffer] = storage
         while len(self._lent) > _LENT_BUFFERS:
             self._lent.popitem(last=False)
-        tensor = _shared_memory.tensor_on(storage, shape, torch_dtype)
+        tensor = shared_memory.tensor_on(storage, shape, torch_dtype)
         return tensor.numpy(), Lent(tensor, self.worker, buffer)
 
     def _reuse(self, nbytes: int) -> tuple[int, torch.UntypedStorage] | None:
@@ -123,12 +124,12 @@ class Returns:
 
     def receive(self, batch: Any) -> Any:
         """The batch as NumPy arrays; each buffer goes back when its array is dropped."""
-        leaves, structure = _tree.flatten(batch)
-        return _tree.unflatten(structure, [self._array(leaf) for leaf in leaves])
+        leaves, structure = tree.flatten(batch)
+        return tree.unflatten(structure, [self._array(leaf) for leaf in leaves])
 
     def _array(self, leaf: Any) -> np.ndarray:
         if not isinstance(leaf, Lent):
-            return _shared_memory.to_numpy(leaf)
+            return shared_memory.to_numpy(leaf)
         if leaf.buffer > self._newest[leaf.worker]:
             self._newest[leaf.worker] = leaf.buffer
             self.fresh += 1

@@ -26,11 +26,18 @@ Example:
 
 from __future__ import annotations
 
-from kloader._augment import Compose
-from kloader._crop import RandomCrop, RandomResizedCrop
-from kloader._geometric import RandomAffine, RandomFlip, RandomRotation, RandomShear, RandomShift, RandomZoom
-from kloader._image_data_generator import from_image_data_generator
-from kloader._photometric import RandomBrightness, RandomChannelShift, RandomContrast, Rescale
+from kloader.augment._base import Compose
+from kloader.augment._crop import RandomCrop, RandomResizedCrop
+from kloader.augment._geometric import (
+    RandomAffine,
+    RandomFlip,
+    RandomRotation,
+    RandomShear,
+    RandomShift,
+    RandomZoom,
+)
+from kloader.augment._image_data_generator import from_image_data_generator
+from kloader.augment._photometric import RandomBrightness, RandomChannelShift, RandomContrast, Rescale
 
 __all__ = [
     "Compose",

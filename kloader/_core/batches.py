@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from kloader import _seeding, _tree
-from kloader._errors import SampleError
-from kloader._sources import ArraySource, MapSource
+from kloader._core import seeding, tree
+from kloader._core.errors import SampleError
+from kloader._core.sources import ArraySource, MapSource
 
 # allocate(shape, dtype) -> (NumPy view to write into, object that owns the memory)
 Allocate = Callable[[tuple[int, ...], np.dtype], tuple[np.ndarray, Any]]
@@ -50,28 +50,28 @@ class _BatchWriter:
     def __init__(self, batch_size: int, allocate: Allocate):
         self.batch_size = batch_size
         self.allocate = allocate
-        self.structure: _tree.Structure = None
+        self.structure: tree.Structure = None
         self.first_index = -1
         self.views: list[Any] = []
         self.owners: list[Any] = []
         self.paths: list[str] = []
 
     def add(self, position: int, index: int, sample: Any) -> None:
-        leaves, structure = _tree.flatten(sample)
+        leaves, structure = tree.flatten(sample)
         if position == 0:
             self._start(index, structure, leaves)
         elif structure != self.structure:
             raise SampleError(
-                f"Sample {index} has structure {_tree.describe(structure)} but sample "
-                f"{self.first_index} has {_tree.describe(self.structure)}. Every sample must "
+                f"Sample {index} has structure {tree.describe(structure)} but sample "
+                f"{self.first_index} has {tree.describe(self.structure)}. Every sample must "
                 "have the same structure (same tuple length, same dict keys)."
             )
         for leaf, path, view in zip(leaves, self.paths, self.views):
             self._write(position, index, _as_array(leaf, index, path), path, view)
 
-    def _start(self, index: int, structure: _tree.Structure, leaves: list[Any]) -> None:
+    def _start(self, index: int, structure: tree.Structure, leaves: list[Any]) -> None:
         self.structure, self.first_index = structure, index
-        self.paths = _tree.leaf_paths(structure, "sample")
+        self.paths = tree.leaf_paths(structure, "sample")
         for leaf, path in zip(leaves, self.paths):
             array = _as_array(leaf, index, path)
             if array.dtype.kind in "OUSV":
@@ -107,7 +107,7 @@ class _BatchWriter:
             np.array(view) if isinstance(view, list) else owner
             for view, owner in zip(self.views, self.owners)
         ]
-        return _tree.unflatten(self.structure, owners)
+        return tree.unflatten(self.structure, owners)
 
 
 class BatchMaker:
@@ -165,7 +165,7 @@ class BatchMaker:
         if self.transform is None:
             return sample
         try:
-            sample = self.transform(sample, _seeding.sample_rng(seed, epoch, index))
+            sample = self.transform(sample, seeding.sample_rng(seed, epoch, index))
         except Exception as exc:
             raise SampleError(
                 f"transform(sample, rng) failed on sample {index} (epoch {epoch}) with "

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from kloader import _shared_memory, _tree
+from kloader._core import tree
+from kloader._workers import shared_memory
 
 # A plain list of arrays is read as columns, like `fit(x=[a, b])`. A list this
 # long is far more likely a list of samples, which would be misread silently.
@@ -54,11 +55,11 @@ class ArraySource:
     """Equal-length arrays held in memory; sample i is the i-th row of each."""
 
     def __init__(self, arrays: Any):
-        leaves, self.structure = _tree.flatten(arrays)
+        leaves, self.structure = tree.flatten(arrays)
         self.arrays = [_read_only(np.asarray(leaf)) for leaf in leaves]
         self._shared: list[Any] | None = None
         lengths = []
-        for path, array in zip(_tree.leaf_paths(self.structure, "source"), self.arrays):
+        for path, array in zip(tree.leaf_paths(self.structure, "source"), self.arrays):
             if array.ndim == 0:
                 raise ValueError(
                     f"The array at {path} is a scalar (shape ()); every array in the source "
@@ -78,7 +79,7 @@ class ArraySource:
         return self.num_samples
 
     def sample(self, index: int) -> Any:
-        return _tree.unflatten(self.structure, [array[index] for array in self.arrays])
+        return tree.unflatten(self.structure, [array[index] for array in self.arrays])
 
     def gather(self, indices: np.ndarray, allocate: Any) -> Any:
         """The batch of rows `indices`, written straight into arrays from `allocate`."""
@@ -87,19 +88,19 @@ class ArraySource:
             view, owner = allocate((len(indices),) + array.shape[1:], array.dtype)
             np.take(array, indices, axis=0, out=view)
             owners.append(owner)
-        return _tree.unflatten(self.structure, owners)
+        return tree.unflatten(self.structure, owners)
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers get the arrays as shared memory: one copy in all, made on
         # first use, instead of one pickled copy per worker.
         if self._shared is None:
-            self._shared = [_shared_memory.share(array) for array in self.arrays]
+            self._shared = [shared_memory.share(array) for array in self.arrays]
         return {"structure": self.structure, "shared": self._shared, "num_samples": self.num_samples}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.structure = state["structure"]
         self._shared = state["shared"]
-        self.arrays = [_read_only(_shared_memory.to_numpy(value)) for value in state["shared"]]
+        self.arrays = [_read_only(shared_memory.to_numpy(value)) for value in state["shared"]]
         self.num_samples = state["num_samples"]
 
 

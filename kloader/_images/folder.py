@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from kloader import _decode, _file_index, _scan, _seeding
-from kloader._errors import SampleError
-from kloader._file_index import FileIndex
+from kloader._core import seeding
+from kloader._core.errors import SampleError
+from kloader._images import decode, file_index, scan
+from kloader._images.file_index import FileIndex
 
 LABEL_MODES = ("int", "categorical", "binary", None)
 ON_ERROR = ("raise", "skip")
@@ -113,13 +114,13 @@ class ImageFolder:
         subset: str | None = None,
         seed: int | None = None,
         on_error: str = "raise",
-        max_pixels: int | None = _decode.DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = decode.DEFAULT_MAX_PIXELS,
         fast_decode: bool | str = True,
         follow_links: bool = False,
         paths: Sequence[str | os.PathLike[str]] | None = None,
         labels: Sequence[Any] | np.ndarray | None = None,
     ):
-        spec = _decode.DecodeSpec(
+        spec = decode.DecodeSpec(
             image_size=image_size,  # type: ignore[arg-type]  # validated and normalised by DecodeSpec
             color_mode=color_mode,
             interpolation=interpolation,
@@ -139,7 +140,7 @@ class ImageFolder:
             )
         split = _validate_split(validation_split, subset, seed)
         root = None if directory is None else os.fspath(directory)
-        index, names = _scan.find_files(root, paths, labels, class_names, label_mode, bool(follow_links))
+        index, names = scan.find_files(root, paths, labels, class_names, label_mode, bool(follow_links))
         if split is not None:
             fraction, subset_name, split_seed = split
             training, validation = _split(index, fraction, split_seed, root)
@@ -161,7 +162,7 @@ class ImageFolder:
     def _skip_unreadable(self) -> None:
         paths = [self._full_path(p) for p in range(len(self._index))]
         with ThreadPoolExecutor(max_workers=min(_CHECK_THREADS, os.cpu_count() or 1)) as pool:
-            reasons = list(pool.map(lambda path: _decode.check(path, self._spec), paths))
+            reasons = list(pool.map(lambda path: decode.check(path, self._spec), paths))
         bad = [position for position, reason in enumerate(reasons) if reason is not None]
         self._skipped = [(paths[p], reasons[p] or "") for p in bad]
         self._kept = np.flatnonzero(np.array([reason is None for reason in reasons], dtype=bool))
@@ -247,8 +248,8 @@ class ImageFolder:
         position = int(self._kept[int(index) % len(self)])
         path = self._full_path(position)
         try:
-            image = _decode.decode(path, self._spec)
-        except _decode.UnreadableImageError as error:
+            image = decode.decode(path, self._spec)
+        except decode.UnreadableImageError as error:
             raise SampleError(
                 f"Sample {int(index) % len(self)}: cannot read image {path}: {error.reason}. "
                 + self._fix_hint()
@@ -361,11 +362,11 @@ def _validate_split(
             "`validation_split` needs a `seed`, so that the training and validation subsets are "
             "built from the same split and never share a file. Pass e.g. seed=1337 to both."
         )
-    return float(validation_split), subset, _seeding.validate_seed(seed)
+    return float(validation_split), subset, seeding.validate_seed(seed)
 
 
 def _split(index: FileIndex, fraction: float, seed: int, root: str | None) -> tuple[np.ndarray, np.ndarray]:
-    training, validation = _file_index.split_positions(index, fraction, seed)
+    training, validation = file_index.split_positions(index, fraction, seed)
     where = repr(root) if root is not None else "the given paths"
     for name, side in (("training", training), ("validation", validation)):
         if len(side) == 0:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kloader._loader import Loader
+    from kloader._keras.loader import Loader
 
 
 class Pass:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kloader import _seeding
+from kloader._core import seeding
 
 if TYPE_CHECKING:
-    from kloader._loader import Loader
+    from kloader._keras.loader import Loader
 
 VERSION = 1
 _FORMAT = "kloader.Loader"
@@ -63,7 +63,7 @@ def check(loader: Loader, state: Any) -> tuple[int, int, int]:
         mine = getattr(loader, key)
         if state[key] != mine:
             raise ValueError(f"The state has {key}={state[key]!r} but this loader has {key}={mine!r}: {fix}.")
-    seed = _seeding.validate_seed(state["seed"], name="state['seed']")
+    seed = seeding.validate_seed(state["seed"], name="state['seed']")
     if loader._seed_was_given and seed != loader.seed:
         raise ValueError(
             f"The state was saved with seed={seed} but this loader was built with seed={loader.seed}. "

@@ -19,7 +19,7 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 from keras.src.trainers.epoch_iterator import EpochIterator
 
-from kloader import _tree
+from kloader._core import tree
 
 __all__ = ["DataAdapter", "calling_epoch_iterator", "tf_dataset", "torch_dataloader"]
 
@@ -113,7 +113,7 @@ def tf_gather_dataset(make_index_pass: Callable[[], Any], arrays: list[np.ndarra
     constants = [tf.constant(array) for array in arrays]
 
     def gather(indices: Any) -> Any:
-        return _tree.unflatten(structure, [tf.gather(constant, indices) for constant in constants])
+        return tree.unflatten(structure, [tf.gather(constant, indices) for constant in constants])
 
     indices = tf.data.Dataset.from_generator(
         make_index_pass, output_signature=tf.TensorSpec((None,), tf.int64)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kloader import _affine
-from kloader._augment import ImageTransform, draw, factor_range, symmetric_range
+from kloader.augment import _affine
+from kloader.augment._base import ImageTransform, draw, factor_range, symmetric_range
 
 _SHIFT_UNITS = ("fraction", "pixels")
 

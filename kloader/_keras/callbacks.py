@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 
-from kloader._loader import Loader
+from kloader._keras.loader import Loader
 
 _RAN_OUT = r"Your input ran out of data"
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from kloader._batch_buffers import Returns, WorkerBuffers
-from kloader._batches import BatchMaker
-from kloader._errors import WorkerError
+from kloader._core.batches import BatchMaker
+from kloader._core.errors import WorkerError
+from kloader._workers.buffers import Returns, WorkerBuffers
 
 START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -366,7 +366,12 @@ class WorkerPool:
             # share those pages instead of copying them. (This only takes
             # effect when the server starts, for the first pool.)
             context.set_forkserver_preload(
-                ["__main__", "kloader._workers", *self._maker.modules(), "kloader._freeze_fork_server"]
+                [
+                    "__main__",
+                    "kloader._workers.pool",
+                    *self._maker.modules(),
+                    "kloader._workers.freeze_fork_server",
+                ]
             )
         parent_alive = None
         if self.start_method != "fork":
