@@ -4,8 +4,8 @@
 
 - `ArraySource`: one array, or a tuple / list / dict of equal-length arrays
   (nested tuples and dicts allowed), as in `model.fit(x, y)`. Batches are
-  gathered with one NumPy `take` per array, and the arrays travel to worker
-  processes once, as shared memory.
+  gathered with one NumPy `take` per array. The worker layer sends the
+  arrays to worker processes once, as shared memory (`SharedArraySource`).
 - `MapSource`: anything with `__len__` and `__getitem__(i)` returning one sample
   (an array, a tuple, or a dict of arrays and scalars), a
   `torch.utils.data.Dataset` included.
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from kloader._core import tree
-from kloader._workers import shared_memory
 
 # A plain list of arrays is read as columns, like `fit(x=[a, b])`. A list this
 # long is far more likely a list of samples, which would be misread silently.
@@ -43,7 +42,7 @@ def _is_array_structure(obj: Any) -> bool:
     return False
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
+def read_only(array: np.ndarray) -> np.ndarray:
     # A transform gets rows of these arrays; writing into them would change the
     # source for every later epoch (and, in workers, for every worker).
     view: np.ndarray = array.view()
@@ -56,8 +55,7 @@ class ArraySource:
 
     def __init__(self, arrays: Any):
         leaves, self.structure = tree.flatten(arrays)
-        self.arrays = [_read_only(np.asarray(leaf)) for leaf in leaves]
-        self._shared: list[Any] | None = None
+        self.arrays = [read_only(np.asarray(leaf)) for leaf in leaves]
         lengths = []
         for path, array in zip(tree.leaf_paths(self.structure, "source"), self.arrays):
             if array.ndim == 0:
@@ -89,19 +87,6 @@ class ArraySource:
             np.take(array, indices, axis=0, out=view)
             owners.append(owner)
         return tree.unflatten(self.structure, owners)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Workers get the arrays as shared memory: one copy in all, made on
-        # first use, instead of one pickled copy per worker.
-        if self._shared is None:
-            self._shared = [shared_memory.share(array) for array in self.arrays]
-        return {"structure": self.structure, "shared": self._shared, "num_samples": self.num_samples}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.structure = state["structure"]
-        self._shared = state["shared"]
-        self.arrays = [_read_only(shared_memory.to_numpy(value)) for value in state["shared"]]
-        self.num_samples = state["num_samples"]
 
 
 class MapSource:

@@ -12,11 +12,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from kloader._core import checkpoint, distributed, order, seeding
+from kloader._core import checkpoint, order, seeding
 from kloader._core.batches import BatchMaker, Transform
 from kloader._core.passes import Pass
 from kloader._core.sources import ArraySource, MapSource, as_source
-from kloader._keras import calls, internals
+from kloader._keras import calls, distributed, internals
 from kloader._workers import pool as workers
 
 _KERAS_ENQUEUER_ARGUMENTS = ("workers", "use_multiprocessing", "max_queue_size")

@@ -34,6 +34,7 @@ import torch.utils.data
 
 from kloader._core.batches import BatchMaker
 from kloader._core.errors import WorkerError
+from kloader._workers import shared_memory
 from kloader._workers.buffers import Returns, WorkerBuffers
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -222,6 +223,8 @@ class WorkerPool:
         prefetch: int,
     ):
         self._maker = maker
+        # What the workers get: the same maker, arrays in shared memory (made on first start).
+        self._worker_maker: BatchMaker | None = None
         self._plan_from = plan_from
         self.num_workers = num_workers
         self.start_method = start_method
@@ -355,6 +358,8 @@ class WorkerPool:
                 "main module: put the training code under an `if __name__ == '__main__':` guard."
             )
         _pools.add(self)
+        if self._worker_maker is None:
+            self._worker_maker = shared_memory.for_workers(self._maker)
         context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             # Workers fork from a server that has already imported torch,
@@ -384,7 +389,7 @@ class WorkerPool:
         worker_ends = [*return_readers, *([parent_alive] if parent_alive is not None else [])]
         try:
             data_loader = _DataLoader(
-                _WorkerDataset(self._maker, parent_alive, list(return_readers)),  # type: ignore[arg-type]
+                _WorkerDataset(self._worker_maker, parent_alive, list(return_readers)),  # type: ignore[arg-type]
                 batch_size=None,
                 sampler=_Sampler(self),
                 num_workers=self.num_workers,

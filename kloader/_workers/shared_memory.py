@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kloader._core.batches import BatchMaker
+from kloader._core.sources import ArraySource, read_only
+
 
 def torch_dtype_of(dtype: np.dtype) -> torch.dtype | None:
     try:
@@ -64,3 +67,30 @@ def to_numpy(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.numpy()
     return np.asarray(value)
+
+
+class SharedArraySource(ArraySource):
+    """An ArraySource whose arrays live in shared memory: it pickles as handles to
+    those pages, so every worker maps one copy instead of unpickling its own."""
+
+    def __init__(self, source: ArraySource):
+        self.structure = source.structure
+        self.num_samples = source.num_samples
+        self._shared = [share(array) for array in source.arrays]
+        self.arrays = [read_only(to_numpy(value)) for value in self._shared]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"structure": self.structure, "shared": self._shared, "num_samples": self.num_samples}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.structure = state["structure"]
+        self._shared = state["shared"]
+        self.arrays = [read_only(to_numpy(value)) for value in state["shared"]]
+        self.num_samples = state["num_samples"]
+
+
+def for_workers(maker: BatchMaker) -> BatchMaker:
+    """The batch maker to send to worker processes: arrays moved into shared memory."""
+    if isinstance(maker.source, ArraySource):
+        return BatchMaker(SharedArraySource(maker.source), maker.transform)
+    return maker
