@@ -433,38 +433,3 @@ def test_bad_arguments_say_how_to_fix_them() -> None:
 
 
 # -------------------------------------------------------------- real fit
-
-
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_fit_trains_on_exactly_the_augmented_batches(num_workers: int) -> None:
-    """A real model.fit on the current backend receives, as x, exactly the augmented images
-    computed in this process, batch by batch, over 2 epochs."""
-    import keras
-
-    from keras_utils import IdRecorder
-
-    class InputRecorder(IdRecorder):
-        """Records the model's output, which is its input, flattened."""
-
-        def loss(self, y_true: Any, y_pred: Any) -> Any:
-            return super().loss(y_pred, y_pred)
-
-    class PassThrough(keras.layers.Layer):
-        """Returns its input unchanged (+ 0 * w, so there is a weight to train)."""
-
-        def build(self, input_shape: Any) -> None:
-            self.w = self.add_weight(shape=(), initializer="ones")
-
-        def call(self, x: Any) -> Any:
-            return x + 0.0 * self.w
-
-    recorder = InputRecorder()
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), PassThrough()])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss=recorder.loss)
-    loader = augmented_loader(num_workers)
-    model.fit(loader, epochs=2, verbose=0, callbacks=[recorder])
-    expected = [batch[0].reshape(-1) for batch in batches(augmented_loader(), 2)]
-    assert len(recorder.train) == len(expected) == 10
-    for i, (got, want) in enumerate(zip(recorder.train, expected)):
-        assert want.dtype == np.float32 and np.ptp(want) > 0
-        np.testing.assert_array_equal(got, want, err_msg=f"batch {i}")

@@ -216,7 +216,7 @@ def test_script_without_main_guard_gets_a_hint_under_spawn(tmp_path: Path) -> No
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path, start_method: str) -> None:
     """The main process SIGKILLed: its workers (and the fork server) exit within 10 s."""
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parent.parent)
     result = run_script(
         tmp_path,
         f"""

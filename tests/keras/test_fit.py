@@ -189,3 +189,16 @@ def test_arrays_validation_and_evaluate_see_source_order() -> None:
     recorder.test.clear()
     model.evaluate(validation, verbose=0, callbacks=[recorder])
     assert recorder.test_ids() == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_fit_trains_on_intact_batches_while_buffers_are_reused() -> None:
+    """Through a real fit on the current backend, every batch the model trains on is
+    the loader's while the workers recycle their buffers all along: a worker that
+    rewrote a batch still waiting in a queue, in the loader or in TensorFlow's
+    prefetch would fail this."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(400), batch_size=4, seed=4, transform=jitter_label, num_workers=2)
+    id_model(recorder).fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 2))
+    reused = loader._pool._returns.reused if loader._pool is not None else 0
+    assert reused >= 100, f"the workers reused {reused} buffers: too few for this test to test anything"

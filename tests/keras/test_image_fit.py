@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pytest
 
 import kloader
+from kloader import augment
 
 import image_files as images
 from keras_utils import IdRecorder
@@ -93,3 +95,63 @@ def test_fit_learns_from_an_image_folder(tmp_path: Path) -> None:
         verbose=0,
     )
     assert history.history["val_accuracy"][-1] >= 0.9, history.history
+
+
+def augmented_loader(num_workers: int = 0) -> kloader.Loader:
+    """23 random 16x16 RGB images through ImageDataGenerator-style augmentation."""
+    images_ = np.random.default_rng(0).integers(0, 256, (23, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(23, dtype=np.int64)
+    transform = augment.from_image_data_generator(
+        rotation_range=20,
+        width_shift_range=0.1,
+        height_shift_range=0.1,
+        shear_range=10,
+        zoom_range=0.2,
+        channel_shift_range=10,
+        horizontal_flip=True,
+        vertical_flip=True,
+        brightness_range=(0.7, 1.3),
+        rescale=1 / 255,
+    )
+    return kloader.Loader(
+        (images_, labels), batch_size=5, seed=11, transform=transform, num_workers=num_workers
+    )
+
+
+def batches(loader: kloader.Loader, epochs: int) -> list[Any]:
+    return [batch for _ in range(epochs) for batch in loader]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fit_trains_on_exactly_the_augmented_batches(num_workers: int) -> None:
+    """A real model.fit on the current backend receives, as x, exactly the augmented images
+    computed in this process, batch by batch, over 2 epochs."""
+    import keras
+
+    from keras_utils import IdRecorder
+
+    class InputRecorder(IdRecorder):
+        """Records the model's output, which is its input, flattened."""
+
+        def loss(self, y_true: Any, y_pred: Any) -> Any:
+            return super().loss(y_pred, y_pred)
+
+    class PassThrough(keras.layers.Layer):
+        """Returns its input unchanged (+ 0 * w, so there is a weight to train)."""
+
+        def build(self, input_shape: Any) -> None:
+            self.w = self.add_weight(shape=(), initializer="ones")
+
+        def call(self, x: Any) -> Any:
+            return x + 0.0 * self.w
+
+    recorder = InputRecorder()
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), PassThrough()])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss=recorder.loss)
+    loader = augmented_loader(num_workers)
+    model.fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+    expected = [batch[0].reshape(-1) for batch in batches(augmented_loader(), 2)]
+    assert len(recorder.train) == len(expected) == 10
+    for i, (got, want) in enumerate(zip(recorder.train, expected)):
+        assert want.dtype == np.float32 and np.ptp(want) > 0
+        np.testing.assert_array_equal(got, want, err_msg=f"batch {i}")
