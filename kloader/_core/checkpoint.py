@@ -8,18 +8,15 @@ applied to the wrong data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kloader._core import seeding
-
-if TYPE_CHECKING:
-    from kloader._keras.loader import Loader
 
 VERSION = 1
 _FORMAT = "kloader.Loader"
 
 # The keys that must match between the state and the loader, with how to fix a mismatch.
-_LAYOUT = {
+LAYOUT_KEYS = {
     "num_samples": "the state was saved for a source with a different number of samples",
     "batch_size": "build the loader with the batch_size the state was saved with",
     "shuffle": "build the loader with the shuffle setting the state was saved with",
@@ -29,23 +26,21 @@ _LAYOUT = {
 }
 
 
-def make(loader: Loader, *, epoch: int, batch: int) -> dict[str, Any]:
+def make(*, seed: int, epoch: int, batch: int, layout: dict[str, Any]) -> dict[str, Any]:
+    """The state of a loader with this `layout` (the `LAYOUT_KEYS` values) at (epoch, batch)."""
     return {
         "format": _FORMAT,
         "version": VERSION,
-        "seed": loader.seed,
+        "seed": int(seed),
         "epoch": int(epoch),
         "batch": int(batch),
-        "num_samples": loader.num_samples,
-        "batch_size": loader.batch_size,
-        "shuffle": loader.shuffle,
-        "drop_remainder": loader.drop_remainder,
-        "num_shards": loader.num_shards,
-        "shard_index": loader.shard_index,
+        **layout,
     }
 
 
-def check(loader: Loader, state: Any) -> tuple[int, int, int]:
+def check(
+    state: Any, *, layout: dict[str, Any], seed: int, seed_was_given: bool, batches_per_epoch: int
+) -> tuple[int, int, int]:
     """Returns (seed, epoch, batch) from `state`, or raises a ValueError that says why not."""
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise ValueError(
@@ -56,23 +51,26 @@ def check(loader: Loader, state: Any) -> tuple[int, int, int]:
             f"Unknown kloader state version {state.get('version')!r}; this kloader reads version "
             f"{VERSION}. The state was written by another kloader release: load it with that release."
         )
-    missing = [key for key in ("seed", "epoch", "batch", *_LAYOUT) if key not in state]
+    missing = [key for key in ("seed", "epoch", "batch", *LAYOUT_KEYS) if key not in state]
     if missing:
         raise ValueError(f"The kloader state is missing {missing}; it may have been edited or truncated.")
-    for key, fix in _LAYOUT.items():
-        mine = getattr(loader, key)
+    for key, fix in LAYOUT_KEYS.items():
+        mine = layout[key]
         if state[key] != mine:
             raise ValueError(f"The state has {key}={state[key]!r} but this loader has {key}={mine!r}: {fix}.")
-    seed = seeding.validate_seed(state["seed"], name="state['seed']")
-    if loader._seed_was_given and seed != loader.seed:
+    saved_seed = seeding.validate_seed(state["seed"], name="state['seed']")
+    if seed_was_given and saved_seed != seed:
         raise ValueError(
-            f"The state was saved with seed={seed} but this loader was built with seed={loader.seed}. "
-            f"Build it with seed={seed}, or with seed=None to take the seed from the state."
+            f"The state was saved with seed={saved_seed} but this loader was built with seed={seed}. "
+            f"Build it with seed={saved_seed}, or with seed=None to take the seed from the state."
         )
     epoch, batch = state["epoch"], state["batch"]
-    if not (isinstance(epoch, int) and epoch >= 0 and isinstance(batch, int) and 0 <= batch < len(loader)):
+    valid = (
+        isinstance(epoch, int) and epoch >= 0 and isinstance(batch, int) and 0 <= batch < batches_per_epoch
+    )
+    if not valid:
         raise ValueError(
             f"The state's position (epoch={epoch!r}, batch={batch!r}) is not valid for a loader of "
-            f"{len(loader)} batches per epoch."
+            f"{batches_per_epoch} batches per epoch."
         )
-    return seed, epoch, batch
+    return saved_seed, epoch, batch

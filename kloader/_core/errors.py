@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
 
-class SampleError(Exception):
+# The C-level slot that `raise ... from ...` fills, as a descriptor.
+_CHAINED_CAUSE: Any = BaseException.__dict__["__cause__"]
+
+
+class _KeepsItsCause(Exception):
+    """An error whose `__cause__` survives Keras.
+
+    Keras re-raises what leaves `fit`, `evaluate` and `predict` `from None`
+    (its traceback filtering), which clears `__cause__`. kloader raises these
+    errors while handling the original exception (`raise ... from error`), so
+    each remembers the exception being handled when it was made and returns it
+    as `__cause__` when Keras has cleared the chained one.
+    """
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._raised_while_handling = sys.exc_info()[1]
+
+    @property
+    def __cause__(self) -> BaseException | None:
+        chained: BaseException | None = _CHAINED_CAUSE.__get__(self)
+        return chained if chained is not None else self._raised_while_handling
+
+    @__cause__.setter
+    def __cause__(self, value: BaseException | None) -> None:
+        _CHAINED_CAUSE.__set__(self, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles as its message only: the cause may not pickle.
+        return (type(self), self.args)
+
+
+class SampleError(_KeepsItsCause):
     """Reading or transforming one sample failed.
 
     The message names the sample index and the epoch (and the file, for image
-    sources). The original exception is chained as `__cause__`; when the failure
-    happened in a worker process, the worker's traceback is part of the message.
+    sources). The original exception is `__cause__`, also when the error
+    leaves `model.fit`; when the failure happened in a worker process, the
+    worker's traceback is part of the message.
 
     Example:
         ```python
@@ -20,5 +55,5 @@ class SampleError(Exception):
     """
 
 
-class WorkerError(RuntimeError):
+class WorkerError(_KeepsItsCause, RuntimeError):
     """A worker process died or could not start; the message says which and what to do."""

@@ -1,63 +1,74 @@
-"""A pass: one run through the rest of an epoch, starting at the loader's cursor.
+"""A pass: one run of batches, from where the cursor stands when it is first pulled.
 
-The loader's cursor (epoch, batch) says where the next pass starts. Who moves
-it, and when, is the whole of kloader's epoch tracking:
-
-- A pass from `iter(loader)` moves the cursor after every batch it hands out,
-  so `loader.state_dict()` taken after any batch restores exactly the rest.
-- A pass Keras iterates never moves the cursor mid-epoch: Keras pulls one batch
-  to build the model (on jax and torch) and throws that pass away, and some
-  backends pull ahead of what the model has trained on. It *completes* its
-  epoch, moving the cursor to (epoch + 1, 0), when
-    1. it is pulled past its last batch (it is exhausted), or
-    2. Keras asks for the next pass while this one is still held and has
-       handed out all its batches (jax and torch never pull past the end;
-       the pass thrown away after building the model is no longer held), or
-    3. it hands out its last batch, for TensorFlow, whose passes are never
-       thrown away and whose prefetching may not reach the end before Keras
-       lets go of the iterator.
-- Either way the cursor moves only if nobody moved it since the pass began
-  (`set_epoch` or `load_state_dict` win over a pass in progress).
+A pass walks positions (epoch, batch) and hands out `make(epoch, batch)` for
+each: a batch made here or by a worker, or the sample indices TensorFlow
+gathers. Whether the cursor moves when a pass ends is decided by the rules in
+`kloader._core.epochs`, not by the pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from kloader._keras.loader import Loader
+from kloader._core.cursor import Cursor, Position
+
+Hook = Callable[["Pass"], object]
+
+
+def _ignore(_: Pass) -> None:
+    pass
+
+
+def _position(epoch: int, batch: int) -> Position:
+    return Position(epoch, batch)
 
 
 class Pass:
-    """An iterator over batches from the loader's cursor: to the end of that epoch, or,
-    when `whole_epoch_of_batches`, for one epoch's worth of batches running on into the
-    next epoch (what Keras expects of each iterator when `steps_per_epoch` slices
-    epochs, in a run resumed in the middle of one), or exactly `length` batches."""
+    """Batches from the cursor's position at the first pull.
+
+    Args:
+        cursor: the cursor to start from.
+        make: what to hand out for a position (default: the position itself).
+        length: how many positions to hand out, running on into later epochs;
+            None hands out the rest of the starting epoch.
+        from_epoch_start: start at batch 0 of the cursor's epoch instead of at
+            the cursor's batch (a pass that only reads, beside one that trains).
+        after_each: called after each batch is made, before it is handed out.
+        when_exhausted: called when the pass is pulled past its last position.
+
+    Example:
+        ```python
+        cursor = Cursor(batches_per_epoch=3)
+        cursor.jump_to(0, 1)
+        assert list(Pass(cursor)) == [(0, 1), (0, 2)]  # positions, with the default `make`
+        ```
+    """
 
     def __init__(
         self,
-        loader: Loader,
+        cursor: Cursor,
         *,
-        moves_cursor: bool,
-        complete_on_last: bool = False,
-        whole_epoch_of_batches: bool = False,
+        make: Callable[[int, int], Any] = _position,
         length: int | None = None,
-        make: Callable[[int, int], Any] | None = None,
+        from_epoch_start: bool = False,
+        after_each: Hook = _ignore,
+        when_exhausted: Hook = _ignore,
     ):
-        self._loader = loader
-        # What the pass hands out for (epoch, batch): the batch, or what stands for it.
-        self._make = make if make is not None else loader._batch
-        self._moves_cursor = moves_cursor
-        self._complete_on_last = complete_on_last
-        self._whole_epoch_of_batches = whole_epoch_of_batches
+        self.cursor = cursor
+        self._make = make
         self._length = length
+        self._from_epoch_start = from_epoch_start
+        self._after_each = after_each
+        self._when_exhausted = when_exhausted
         self.started = False
-        self.start = (0, 0)
-        self.position = (0, 0)
+        self.start = Position(0, 0)
+        self.position = Position(0, 0)  # the next position to hand out
+        self.last = Position(0, 0)  # the last position handed out
         self.remaining = 0
+        self.handed_out = 0  # positions handed out so far
         self.completed = False
-        self.failed = False
+        self.discarded = False
 
     @property
     def handed_out_all(self) -> bool:
@@ -68,38 +79,41 @@ class Pass:
 
     def __next__(self) -> Any:
         if not self.started:
-            self.start = self.position = self._loader._cursor_position()
-            size = len(self._loader)
-            if self._length is not None:
-                self.remaining = self._length
-            else:
-                self.remaining = size if self._whole_epoch_of_batches else size - self.start[1]
-            self.started = True
-        if self.failed:
-            # After an error the pass is over: a framework that keeps pulling
-            # (tf.data's prefetch thread) must not start workers again.
-            raise StopIteration
+            self._begin()
         if self.remaining == 0:
-            self.complete()
+            self._when_exhausted(self)
             raise StopIteration
-        epoch, batch = self.position
         try:
-            made = self._make(epoch, batch)
+            made = self._make(*self.position)
         except BaseException:
-            self.failed = True
+            # The pass is over: a framework that keeps pulling (tf.data's
+            # prefetch thread) must not start workers again.
+            self.remaining = 0
             raise
+        self.last = self.position
         self.remaining -= 1
-        self.position = (epoch, batch + 1) if batch + 1 < len(self._loader) else (epoch + 1, 0)
-        if self._moves_cursor:
-            self._loader._move_cursor(from_position=(epoch, batch), to_position=self.position)
-        elif self._complete_on_last and self.handed_out_all:
-            self.complete()
+        self.handed_out += 1
+        self.position = self.cursor.after(self.last)
+        self._after_each(self)
         return made
 
-    def complete(self) -> None:
-        """Marks the pass done: the cursor moves past its last batch unless it was moved."""
-        if self.completed or not self.started:
-            return
+    def _begin(self) -> None:
+        cursor_at = self.cursor.position
+        self.start = Position(cursor_at.epoch, 0) if self._from_epoch_start else cursor_at
+        self.position = self.start
+        per_epoch = self.cursor.batches_per_epoch
+        self.remaining = per_epoch - self.start.batch if self._length is None else self._length
+        self.started = True
+
+    def complete(self) -> bool:
+        """The pass finished its epoch: the cursor moves past its last position, unless the
+        pass never started, was discarded, already completed, or the cursor was moved
+        since the pass read it. Returns whether the cursor moved."""
+        if self.completed or self.discarded or not self.started:
+            return False
         self.completed = True
-        if not self._moves_cursor:
-            self._loader._move_cursor(from_position=self.start, to_position=self.position)
+        return self.cursor.advance(self.start, self.position)
+
+    def discard(self) -> None:
+        """The pass was thrown away: it never completes."""
+        self.discarded = True

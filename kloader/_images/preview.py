@@ -59,10 +59,10 @@ def save_preview(
     """
     source_indices = None
     rescale = None
-    if hasattr(loader, "indices") and hasattr(loader, "batch_size"):
+    if hasattr(loader, "indices") and hasattr(loader, "batch"):
         source_indices = loader.indices(batch, epoch)
-        data = _batch_of(loader, batch, epoch)
-        dataset = getattr(getattr(loader, "_source", None), "dataset", None)
+        data = loader.batch(batch, epoch)  # made here; the loader's cursor stays
+        dataset = getattr(loader, "source", None)
         rescale = getattr(dataset, "rescale", None)
         if class_names is None:
             class_names = getattr(dataset, "class_names", None)
@@ -86,13 +86,6 @@ def save_preview(
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     sheet.save(target, format="PNG")
     return target
-
-
-def _batch_of(loader: Any, batch: int, epoch: int | None) -> Any:
-    if epoch is None or epoch == loader.epoch:
-        return loader[batch]
-    # The batch of another epoch, made as any batch is made, without moving the cursor.
-    return loader._maker.make(loader.seed, epoch, loader.indices(batch, epoch))
 
 
 def _images_and_labels(data: Any) -> tuple[np.ndarray, np.ndarray | None]:

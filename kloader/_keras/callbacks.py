@@ -15,14 +15,16 @@ epoch number, which only callbacks receive:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import keras
 
-from kloader._keras.loader import Loader
+from kloader._keras import internals
+from kloader._keras.loader import Loader, feed_of
 
 _RAN_OUT = r"Your input ran out of data"
 
@@ -44,7 +46,7 @@ def _follow_steps(loader: Loader, steps: int | None) -> None:
     loader epoch must still hand Keras one epoch's worth of batches per iterator, as
     Keras counts them, running on into the next epoch. The sequence of batches is then
     exactly the uninterrupted run's."""
-    loader._keras_slices_epochs = steps is not None and steps < len(loader)
+    feed_of(loader).slices_epochs = steps is not None and steps < len(loader)
 
 
 class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
@@ -86,7 +88,7 @@ class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _position(self, loader: Loader, keras_epoch: int) -> None:
         epoch, batch = _position_of_keras_epoch(loader, keras_epoch, self.params.get("steps"))
-        loader._jump_to(epoch, batch)
+        feed_of(loader).jump_to(epoch, batch)
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
@@ -98,6 +100,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
     next batch of that epoch, so the sequence of samples trained on equals an
     uninterrupted run's. It also keeps the loader on Keras's epoch numbers, as
     `EpochSync` does.
+
+    The loader's position is written into Keras's own training metadata file
+    (`STATE_FILE`, under "kloader"), beside the epoch Keras records, so the
+    weights and the position always come from the same checkpoint: with
+    `double_checkpoint=True`, when the newest weights cannot be read and Keras
+    falls back to the previous ones, the position falls back with them.
 
     Args:
         loader: the training loader.
@@ -114,7 +122,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         ```
     """
 
-    STATE_FILE = "kloader_state.json"
+    STATE_FILE = "training_metadata.json"
 
     def __init__(
         self,
@@ -135,27 +143,37 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
                 f"BackupAndRestore needs the kloader.Loader to save, got {type(loader).__name__}."
             )
         self.loader = loader
-        self._state_path = os.path.join(backup_dir, self.STATE_FILE)
         self._resume: dict[str, Any] | None = None
         self._position = (0, 0)
         self._keras_epoch = 0
         self._done = 0  # batches trained in the current Keras epoch
         self._last_batch = -1
         self._first_epoch = True
-        self._quiet: Any = None
+        self._quiet: tuple[Any, ...] | None = None
 
     def on_train_begin(self, logs: Any = None) -> None:
-        super().on_train_begin(logs)
+        self._stop_quiet()  # left by a run that crashed mid-epoch
+        path = internals.backup_metadata_path(self)
+        try:
+            # Restores the weights and the metadata, falling back to the
+            # previous pair of both when the newest weights cannot be read.
+            super().on_train_begin(logs)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"The backup's training metadata {path} is not valid JSON ({error}): the file is "
+                "damaged. Delete the backup folder to start training from scratch."
+            ) from error
         _follow_steps(self.loader, self.params.get("steps"))
         self._first_epoch = True
         self._resume = None
-        path = self._state_path
-        if not os.path.exists(path) and os.path.exists(path + ".bkp"):
-            path += ".bkp"
         if os.path.exists(path):
             with open(path) as file:
-                self._resume = json.load(file)
-            self.loader.load_state_dict(self._resume["loader"])
+                self._resume = json.load(file).get("kloader")
+        if self._resume is not None:
+            try:
+                self.loader.load_state_dict(self._resume["loader"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"The loader position saved in {path} cannot be used: {error}") from error
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         super().on_epoch_begin(epoch, logs)
@@ -171,15 +189,16 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             state = self._resume["loader"]
             self._position = (state["epoch"], state["batch"])
             self._done = self._resume["done_in_keras_epoch"]
-        self.loader._jump_to(*self._position)
+        feed_of(self.loader).jump_to(*self._position)
         if self._done > 0:
             # Keras restarts the interrupted epoch from its first step; the
             # loader hands it only the batches that epoch had left, and Keras
             # warns that the input "ran out" when they end. That is expected.
-            self.loader._next_keras_pass_length = self._steps() - self._done
-            self._quiet = warnings.catch_warnings()
-            self._quiet.__enter__()
-            warnings.filterwarnings("ignore", message=_RAN_OUT)
+            feed_of(self.loader).next_pass_length = self._steps() - self._done
+            # One filter entry, removed by itself at the end of this epoch (or at
+            # the next on_train_begin after a crash), never a saved filter list.
+            warnings.filterwarnings("ignore", message=_RAN_OUT, category=UserWarning)
+            self._quiet = warnings.filters[0]
 
     def _steps(self) -> int:
         steps = self.params.get("steps")
@@ -207,7 +226,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     def _stop_quiet(self) -> None:
         if self._quiet is not None:
-            self._quiet.__exit__(None, None, None)
+            # An "ignore" entry leaves nothing in warning registries: removing it is enough.
+            with contextlib.suppress(ValueError):
+                cast(list[Any], warnings.filters).remove(self._quiet)
             self._quiet = None
 
     def _save_model(self) -> None:
@@ -217,13 +238,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         if finished:
             self._current_epoch = self._keras_epoch + 1
         super()._save_model()
-        if self.double_checkpoint and os.path.exists(self._state_path):
-            os.replace(self._state_path, self._state_path + ".bkp")
-        state = {
-            "loader": self.loader._state_at(*self._position),
+        path = internals.backup_metadata_path(self)
+        with open(path) as file:
+            metadata = json.load(file)
+        metadata["kloader"] = {
+            "loader": self.loader.state_at(*self._position),
             "done_in_keras_epoch": 0 if finished else self._done,
         }
-        temporary = self._state_path + ".tmp"
+        temporary = path + ".tmp"
         with open(temporary, "w") as file:
-            json.dump(state, file)
-        os.replace(temporary, self._state_path)
+            json.dump(metadata, file)
+        os.replace(temporary, path)

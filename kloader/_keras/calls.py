@@ -1,16 +1,20 @@
 """The Keras fit / evaluate / predict calls using a loader, so its workers stop when the last ends.
 
-A Keras call builds an EpochIterator, which reads the loader's `num_batches` in
-its constructor: that is where a call is seen to begin. It ends
+A call is seen to begin when one of its EpochIterators first asks the loader
+for an iterator or starts an epoch. It ends
 
-- when the EpochIterator is freed, which, when the call returns normally,
-  happens as the call returns (a weakref finalizer); or
-- when the function that built it is no longer on its thread's stack. When an
-  exception (a KeyboardInterrupt, an error in a callback) leaves `fit`, Keras's
-  EpochIterator is caught in a reference cycle with its own suspended
-  generator and would be freed only by some later garbage collection. A
-  watcher thread, running only while calls are open, looks at the stacks
-  twice a second and ends such calls.
+- when Keras runs the call's closing callback hook (`on_train_end`,
+  `on_test_end`, `on_predict_end`): the loader adds a small callback to the
+  call's CallbackList for this. This covers a normal return, `stop_training`
+  set mid-epoch, and `steps=` limits, on every Keras version, without waiting
+  for garbage collection;
+- when the EpochIterator that began it is freed (a weakref finalizer): the
+  same moment, for a call whose CallbackList could not be reached; or
+- when the call's frame is no longer on its thread's stack. When an exception
+  (a KeyboardInterrupt, an error in a callback) leaves `fit`, no closing hook
+  runs and Keras's EpochIterator is caught in a reference cycle with its own
+  suspended generator. A watcher thread, running only while calls are open,
+  looks at the stacks twice a second and ends such calls.
 """
 
 from __future__ import annotations
@@ -23,7 +27,37 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
+import keras
+
+from kloader._keras import internals
+
 _WATCH_INTERVAL = 0.5
+
+# A call: (thread id, id of the fit / evaluate / predict frame, that frame's code).
+CallKey = tuple[int, int, CodeType]
+
+
+class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
+    """Ends a call when Keras runs that call's closing hook (and only that one: the
+    `evaluate` that validates inside `fit` runs `on_test_end` on fit's callbacks)."""
+
+    def __init__(self, hook: str, end: Callable[[], None]):
+        super().__init__()
+        self._hook = hook
+        self._end = end
+
+    def _closing(self, hook: str) -> None:
+        if hook == self._hook:
+            self._end()
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self._closing("on_train_end")
+
+    def on_test_end(self, logs: Any = None) -> None:
+        self._closing("on_test_end")
+
+    def on_predict_end(self, logs: Any = None) -> None:
+        self._closing("on_predict_end")
 
 
 class KerasCalls:
@@ -32,24 +66,37 @@ class KerasCalls:
     def __init__(self, on_last_end: Callable[[], None]):
         self._on_last_end = on_last_end
         self._lock = threading.Lock()
-        self._open: dict[int, tuple[int, int, CodeType]] = {}
-        self._next_id = 0
+        self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
 
-    def begin(self, epoch_iterator: Any, caller: FrameType | None) -> None:
-        """A Keras call starts: `epoch_iterator` is its EpochIterator, `caller` the frame that built it."""
+    def seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:
+        """`epoch_iterator`, working for the Keras `call`, used the loader: the call is open."""
+        key = self.key_of(call)
         with self._lock:
-            call = self._next_id
-            self._next_id += 1
-            if caller is not None:
-                self._open[call] = (threading.get_ident(), id(caller), caller.f_code)
-            else:
-                self._open[call] = (threading.get_ident(), 0, _NO_CODE)
-        weakref.finalize(epoch_iterator, self._end, call)
-        _watcher.watch(self)
+            known, hooked = key in self._open, self._open.get(key, False)
+            if not known:
+                self._open[key] = False
+        if not known:
+            weakref.finalize(epoch_iterator, self._end, key)
+            _watcher.watch(self)
+        if not hooked:
+            hook = internals.KERAS_CALLS[call.f_code.co_name]
+            end = _weak_end(self, key)
+            if internals.add_callback(call, _EndOfCall(hook, end)):
+                with self._lock:
+                    if key in self._open:
+                        self._open[key] = True
+        return key
 
-    def _end(self, call: int) -> None:
+    @staticmethod
+    def key_of(call: FrameType) -> CallKey:
+        return (threading.get_ident(), id(call), call.f_code)
+
+    def is_open(self, key: CallKey) -> bool:
+        return key in self._open
+
+    def _end(self, key: CallKey) -> None:
         with self._lock:
-            if self._open.pop(call, None) is None or self._open:
+            if self._open.pop(key, None) is None or self._open:
                 return
         self._on_last_end()
 
@@ -57,18 +104,24 @@ class KerasCalls:
     def open(self) -> int:
         return len(self._open)
 
-    def finished(self, stacks: dict[int, FrameType]) -> list[int]:
+    def finished(self, stacks: dict[int, FrameType]) -> list[CallKey]:
         """The open calls whose function is no longer on its thread's stack."""
         with self._lock:
-            calls = list(self._open.items())
-        return [
-            call
-            for call, (thread, frame_id, code) in calls
-            if code is not _NO_CODE and not _on_stack(stacks.get(thread), frame_id, code)
-        ]
+            calls = list(self._open)
+        return [key for key in calls if not _on_stack(stacks.get(key[0]), key[1], key[2])]
 
 
-_NO_CODE = compile("", "<none>", "exec")
+def _weak_end(calls: KerasCalls, key: CallKey) -> Callable[[], None]:
+    # The callback lives in the user's CallbackList for as long as Keras keeps it:
+    # it must not keep the loader (and its workers) alive.
+    reference = weakref.ref(calls)
+
+    def end() -> None:
+        owner = reference()
+        if owner is not None:
+            owner._end(key)
+
+    return end
 
 
 def _on_stack(frame: FrameType | None, frame_id: int, code: CodeType) -> bool:
@@ -110,13 +163,12 @@ class _Watcher:
             if finished:
                 # The call left through an exception, and Keras's EpochIterator
                 # sits in a reference cycle with the last batches (shared
-                # memory) and queue semaphores. Collecting it runs its
-                # finalizer, which ends the call and stops the workers, and
-                # frees all of that now rather than at some later collection.
+                # memory) and queue semaphores. Collecting it frees all of that
+                # now rather than at some later collection.
                 gc.collect()
                 for calls, ended in finished:
-                    for call in ended:
-                        calls._end(call)
+                    for key in ended:
+                        calls._end(key)
 
 
 _watcher = _Watcher()

@@ -14,14 +14,33 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import keras
 import numpy as np
+from keras.src.callbacks.callback_list import CallbackList
 from keras.src.trainers.data_adapters import data_adapter_utils
 from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 from keras.src.trainers.epoch_iterator import EpochIterator
 
 from kloader._core import tree
 
-__all__ = ["DataAdapter", "calling_epoch_iterator", "tf_dataset", "torch_dataloader"]
+__all__ = [
+    "CallbackList",
+    "DataAdapter",
+    "add_callback",
+    "backup_metadata_path",
+    "calling_epoch_iterator",
+    "epoch_iterator_above",
+    "outermost_keras_call",
+    "tf_dataset",
+    "torch_dataloader",
+]
+
+# The Keras model methods that drive a data adapter, and the callback hook that ends each.
+KERAS_CALLS = {"fit": "on_train_end", "evaluate": "on_test_end", "predict": "on_predict_end"}
+# How an EpochIterator ends an epoch: `reset` throws its iterator away (after
+# building the model); the other two end an epoch the model trained or ran on.
+RESET = "reset"
+EPOCH_ENDS = ("_enumerate_iterator", "catch_stop_iteration")
 
 _IGNORED_FIT_ARGUMENTS = {
     "y": "the targets must come from the loader's source, e.g. Loader((x, y), ...)",
@@ -63,6 +82,55 @@ def builder_frame(epoch_iterator: EpochIterator, frame: FrameType) -> FrameType 
     return caller
 
 
+def epoch_iterator_above(frame: FrameType | None, depth: int = 4) -> tuple[EpochIterator, str] | None:
+    """The EpochIterator whose method runs in one of the `depth` frames from `frame` up,
+    with that method's name: who is calling a data adapter's hook or asking it for an
+    iterator (`reset`, `_enumerate_iterator`, `catch_stop_iteration`, `_get_iterator`,
+    `__init__` ...)."""
+    for _ in range(depth):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, EpochIterator):
+            return owner, frame.f_code.co_name
+        frame = frame.f_back
+    return None
+
+
+def outermost_keras_call(frame: FrameType | None) -> FrameType | None:
+    """The outermost `fit`, `evaluate` or `predict` of a Keras model on the stack above `frame`.
+
+    Validation inside `fit` runs `evaluate`, and so may a callback: both belong
+    to the `fit` above them.
+    """
+    outermost = None
+    while frame is not None:
+        if frame.f_code.co_name in KERAS_CALLS and isinstance(frame.f_locals.get("self"), keras.Model):
+            outermost = frame
+        frame = frame.f_back
+    return outermost
+
+
+def add_callback(call: FrameType, callback: Any) -> bool:
+    """Adds `callback` to the CallbackList of the running Keras `call`, if it has made it yet.
+
+    `fit`, `evaluate` and `predict` keep their CallbackList in the local
+    `callbacks` (made from the user's list after the model is built).
+    """
+    callbacks = call.f_locals.get("callbacks")
+    if not isinstance(callbacks, CallbackList):
+        return False
+    callbacks.callbacks.append(callback)
+    return True
+
+
+def backup_metadata_path(backup: keras.callbacks.BackupAndRestore) -> str:
+    """Where Keras's BackupAndRestore writes the epoch it saved (and, on a failed weights
+    load with double_checkpoint, restores the previous file from, with the weights)."""
+    path: str = backup._training_metadata_path
+    return path
+
+
 def caller_frame(depth: int) -> FrameType | None:
     try:
         return sys._getframe(depth + 1)
@@ -75,20 +143,28 @@ def torch_dataloader(iterable: Any) -> Any:
     return data_adapter_utils.get_torch_dataloader(iterable)
 
 
-def tf_dataset(make_pass: Callable[[], Any], example_batch: Any) -> Any:
+def tf_dataset(make_pass: Callable[[], Any], example_batches: list[Any]) -> Any:
     """A tf.data.Dataset that runs `make_pass()` for each iterator TensorFlow creates.
 
-    `example_batch` (any batch, even of one sample) gives the output signature;
-    the batch dimension is left unknown. TensorFlow is imported only here, and
-    only the TensorFlow backend calls this.
+    `example_batches` (batches, even of one sample each) give the output
+    signature: the batch dimension and every dimension in which they differ
+    (variable-length samples) are left unknown. TensorFlow is imported only
+    here, and only the TensorFlow backend calls this.
     """
     import tensorflow as tf
 
-    def spec(array: np.ndarray) -> Any:
-        dtype = tf.string if array.dtype.kind in "US" else tf.as_dtype(array.dtype)
-        return tf.TensorSpec(shape=(None,) + array.shape[1:], dtype=dtype)
+    def spec(*arrays: np.ndarray) -> Any:
+        first = arrays[0]
+        dtype = tf.string if first.dtype.kind in "US" else tf.as_dtype(first.dtype)
+        if len({array.ndim for array in arrays}) > 1:
+            return tf.TensorSpec(shape=None, dtype=dtype)
+        dims = [
+            sizes[0] if len(set(sizes)) == 1 else None
+            for sizes in zip(*(array.shape[1:] for array in arrays))
+        ]
+        return tf.TensorSpec(shape=(None, *dims), dtype=dtype)
 
-    signature = tf.nest.map_structure(spec, example_batch)
+    signature = tf.nest.map_structure(spec, *example_batches)
     dataset = tf.data.Dataset.from_generator(make_pass, output_signature=signature)
     return _unsharded_and_prefetched(dataset)
 

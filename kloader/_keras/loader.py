@@ -6,17 +6,18 @@ import functools
 import numbers
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
-from kloader._core import checkpoint, order, seeding
+from kloader._core import checkpoint, epochs, order, seeding
 from kloader._core.batches import BatchMaker, Transform
-from kloader._core.passes import Pass
+from kloader._core.cursor import Cursor
 from kloader._core.sources import ArraySource, MapSource, as_source
 from kloader._keras import calls, distributed, internals
+from kloader._keras.feed import KerasFeed
 from kloader._workers import pool as workers
 
 _KERAS_ENQUEUER_ARGUMENTS = ("workers", "use_multiprocessing", "max_queue_size")
@@ -173,6 +174,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             )
         self._seed: int = seeding.draw_seed() if seed is None else seeding.validate_seed(seed)
         self._seed_was_given: bool = seed is not None
+        self._given_source: Any = source
         self._source: ArraySource | MapSource = as_source(source)
         self._maker: BatchMaker = BatchMaker(self._source, transform)
         self._layout: order.BatchLayout = order.BatchLayout.build(
@@ -183,19 +185,13 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             drop_remainder=self.drop_remainder,
         )
         self._lock: threading.RLock = threading.RLock()
-        self._cursor: tuple[int, int] = (0, 0)
+        self._cursor: Cursor = Cursor(len(self._layout))
         self._permutations: dict[tuple[int, int], np.ndarray] = {}
         self._pool: workers.WorkerPool | None = None
-        self._last_keras_pass: weakref.ref[Pass] | None = None
-        # Set by the callbacks when Keras's steps_per_epoch slices loader epochs:
-        # then every Keras iterator must yield one epoch's worth of batches.
-        self._keras_slices_epochs: bool = False
-        # Set by BackupAndRestore when resuming in the middle of a Keras epoch:
-        # the next Keras iterator ends where that epoch ends.
-        self._next_keras_pass_length: int | None = None
-        # When the last Keras call using this loader ends, its workers stop.
-        self._keras_calls: calls.KerasCalls = calls.KerasCalls(
-            on_last_end=_weak_method(self.close, when_gone="ignore")
+        # What Keras sees of this loader; when the last Keras call using it
+        # ends, its workers stop.
+        self._feed: KerasFeed = KerasFeed(
+            self._cursor, calls.KerasCalls(on_last_end=_weak_method(self.close, when_gone="ignore"))
         )
 
     # ----------------------------------------------------------------- order
@@ -213,7 +209,12 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
     @property
     def epoch(self) -> int:
         """The epoch the next pass (`iter(loader)` or a Keras epoch) will yield."""
-        return self._cursor[0]
+        return self._cursor.position.epoch
+
+    @property
+    def source(self) -> Any:
+        """What this loader reads: the dataset or arrays it was given."""
+        return self._given_source
 
     @property
     def num_samples(self) -> int:
@@ -224,14 +225,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         """Makes the next pass yield epoch `epoch` from its first batch."""
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}.")
-        self._jump_to(int(epoch), 0)
-
-    def _jump_to(self, epoch: int, batch: int) -> None:
-        """Makes the next pass start at batch `batch` of `epoch` (for the Keras callbacks)."""
-        if batch >= len(self):
-            epoch, batch = epoch + 1, 0
-        with self._lock:
-            self._cursor = (epoch, batch)
+        self._cursor.jump_to(int(epoch), 0)
 
     def indices(self, batch: int, epoch: int | None = None) -> np.ndarray:
         """The source indices of the samples in batch `batch` of `epoch` (default: `self.epoch`)."""
@@ -272,13 +266,23 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
 
     def __getitem__(self, index: int) -> Any:
         """Batch `index` of the current epoch, made in this process (pure, random access)."""
+        return self.batch(index)
+
+    def batch(self, index: int, epoch: int | None = None) -> Any:
+        """Batch `index` of `epoch` (default: `self.epoch`), made in this process; the cursor stays.
+
+        Example:
+            ```python
+            first = loader.batch(0, epoch=3)  # what epoch 3 starts with, whatever the loader's epoch
+            ```
+        """
         index = self._check_batch_index(index)
-        task = self._task(self.epoch, index)
+        task = self._task(self.epoch if epoch is None else epoch, index)
         return self._maker.make(task.seed, task.epoch, task.indices)
 
-    def __iter__(self) -> Pass:
+    def __iter__(self) -> Iterator[Any]:
         """The rest of the current epoch, one batch at a time; then the epoch advances."""
-        return Pass(self, moves_cursor=True)
+        return epochs.manual_pass(self._cursor, self._batch)
 
     def _batch(self, epoch: int, batch: int) -> Any:
         task = self._task(epoch, batch)
@@ -310,20 +314,6 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         """Process ids of the running worker processes (empty when none run)."""
         return self._pool.pids if self._pool is not None else []
 
-    # -------------------------------------------------------------- cursor
-
-    def _cursor_position(self) -> tuple[int, int]:
-        with self._lock:
-            return self._cursor
-
-    def _move_cursor(self, from_position: tuple[int, int], to_position: tuple[int, int]) -> None:
-        epoch, batch = to_position
-        if batch >= len(self):
-            epoch, batch = epoch + 1, 0
-        with self._lock:
-            if self._cursor == from_position:
-                self._cursor = (epoch, batch)
-
     # --------------------------------------------------------------- state
 
     def state_dict(self) -> dict[str, Any]:
@@ -333,72 +323,81 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         it. During `model.fit` the loader only knows which epoch Keras is in;
         use `kloader.BackupAndRestore` to save the exact batch.
         """
-        epoch, batch = self._cursor_position()
-        return self._state_at(epoch, batch)
+        return self.state_at(*self._cursor.position)
 
-    def _state_at(self, epoch: int, batch: int) -> dict[str, Any]:
-        if batch >= len(self):
-            epoch, batch = epoch + 1, 0
-        return checkpoint.make(self, epoch=epoch, batch=batch)
+    def state_at(self, epoch: int, batch: int) -> dict[str, Any]:
+        """The state of this loader at batch `batch` of `epoch` (past the last batch: the next epoch).
+
+        Example:
+            ```python
+            state = loader.state_at(epoch=2, batch=0)  # resume at the start of epoch 2
+            ```
+        """
+        position = self._cursor.normalised(epoch, batch)
+        return checkpoint.make(
+            seed=self._seed, epoch=position.epoch, batch=position.batch, layout=self._layout_values()
+        )
+
+    def _layout_values(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in checkpoint.LAYOUT_KEYS}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues from `state`: the next pass yields exactly the batches left in it."""
-        seed, epoch, batch = checkpoint.check(self, state)
+        seed, epoch, batch = checkpoint.check(
+            state,
+            layout=self._layout_values(),
+            seed=self._seed,
+            seed_was_given=self._seed_was_given,
+            batches_per_epoch=len(self),
+        )
         with self._lock:
             self._seed = seed
-            self._cursor = (epoch, batch)
+            self._cursor.jump_to(epoch, batch)
 
     # ------------------------------------------------- Keras data adapter
 
     @property
     def num_batches(self) -> int:
         """Batches per epoch, as Keras asks for them."""
-        frame = internals.caller_frame(1)
-        epoch_iterator = internals.calling_epoch_iterator(frame)
-        if epoch_iterator is not None and frame is not None:
-            self._keras_calls.begin(epoch_iterator, internals.builder_frame(epoch_iterator, frame))
+        # Keras reads this while it builds an EpochIterator: the moment to refuse
+        # fit arguments that Keras would silently ignore for a data adapter.
+        internals.calling_epoch_iterator(internals.caller_frame(1))
         return len(self)
 
-    def _keras_pass(
-        self, *, complete_on_last: bool = False, make: Callable[[int, int], Any] | None = None
-    ) -> Pass:
-        previous = self._last_keras_pass() if self._last_keras_pass is not None else None
-        if previous is not None and previous.handed_out_all:
-            previous.complete()
-        length, self._next_keras_pass_length = self._next_keras_pass_length, None
-        new_pass = Pass(
-            self,
-            moves_cursor=False,
-            complete_on_last=complete_on_last,
-            whole_epoch_of_batches=self._keras_slices_epochs,
-            length=length,
-            make=make,
-        )
-        self._last_keras_pass = weakref.ref(new_pass)
-        return new_pass
+    def on_epoch_begin(self) -> None:
+        """Keras starts an epoch (or a pull to build the model)."""
+        self._feed.epoch_begins(internals.caller_frame(1))
 
-    def get_numpy_iterator(self) -> Pass:
-        return self._keras_pass()
+    def on_epoch_end(self) -> None:
+        """Keras ended an epoch, or threw its iterator away (`reset`)."""
+        self._feed.epoch_ends(internals.caller_frame(1))
 
-    def get_jax_iterator(self) -> Pass:
-        return self._keras_pass()
+    def get_numpy_iterator(self) -> Iterator[Any]:
+        return self._feed.new_pass(internals.caller_frame(1), self._batch)
+
+    def get_jax_iterator(self) -> Iterator[Any]:
+        return self._feed.new_pass(internals.caller_frame(1), self._batch)
 
     def get_torch_dataloader(self) -> Any:
-        return internals.torch_dataloader(self._keras_pass())
+        return internals.torch_dataloader(self._feed.new_pass(internals.caller_frame(1), self._batch))
 
     def get_tf_dataset(self) -> Any:
+        asking = internals.caller_frame(1)
         source = self._source
         if self._maker.gathers and isinstance(source, ArraySource) and internals.tf_can_gather(source.arrays):
             # Batches of arrays are gathered by TensorFlow from the sample
             # indices this pass hands out (see internals.tf_gather_dataset).
             return internals.tf_gather_dataset(
-                lambda: self._keras_pass(complete_on_last=True, make=self._batch_indices),
-                source.arrays,
-                source.structure,
+                self._feed.tensorflow_pass_maker(asking, self._batch_indices), source.arrays, source.structure
             )
-        task = self._task(self.epoch, 0)
-        example = self._maker.make(task.seed, task.epoch, task.indices[:1])
-        return internals.tf_dataset(lambda: self._keras_pass(complete_on_last=True), example)
+        # The first sample of the first, second and last batch: where their
+        # shapes differ (variable-length samples), the signature leaves the
+        # dimension unknown, as Keras does for its own PyDataset.
+        examples = [
+            self._maker.make(task.seed, task.epoch, task.indices[:1])
+            for task in (self._task(self.epoch, b) for b in sorted({0, min(1, len(self) - 1), len(self) - 1}))
+        ]
+        return internals.tf_dataset(self._feed.tensorflow_pass_maker(asking, self._batch), examples)
 
     @property
     def has_partial_batch(self) -> bool:
@@ -435,3 +434,8 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             f"shuffle={self.shuffle}, seed={self._seed}, epoch={self.epoch}, "
             f"num_workers={self.num_workers}{shard})"
         )
+
+
+def feed_of(loader: Loader) -> KerasFeed:
+    """What Keras sees of `loader`: for the callbacks in this layer, which steer it."""
+    return loader._feed

@@ -39,7 +39,7 @@ def test_sheet_shows_the_augmented_batch_with_class_captions(tmp_path: Path) -> 
     assert sheet.shape == (2 * (128 + 18 + 4) + 4, 2 * (128 + 4) + 4, 3)
     for tile, image in zip(cells(sheet, 4, 128), batch_images):
         np.testing.assert_array_equal(tile[::8, ::8], image.astype(np.uint8))
-    folder = loader._source.dataset
+    folder = loader.source
     originals = [folder[i][0] for i in loader.indices(0)]
     assert any((image != original).any() for image, original in zip(batch_images, originals)), (
         "the transform changed some images, and the sheet shows them changed"
@@ -63,7 +63,7 @@ def test_other_epochs_and_rescaled_images(tmp_path: Path) -> None:
     loader = folder_loader(tmp_path, transform=None, rescale=1 / 255)
     kloader.save_preview(loader, tmp_path / "e1.png", epoch=1, batch=1)
     sheet = np.asarray(Image.open(tmp_path / "e1.png").convert("RGB"))
-    epoch_1 = loader._maker.make(loader.seed, 1, loader.indices(1, 1))[0]
+    epoch_1 = loader.batch(1, epoch=1)[0]
     tile = cells(sheet, 1, 128)[0]
     np.testing.assert_array_equal(tile[::8, ::8], np.round(epoch_1[0] * 255).astype(np.uint8))
     assert loader.epoch == 0

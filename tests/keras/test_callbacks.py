@@ -90,7 +90,9 @@ def test_kloader_backup_and_restore_resumes_at_the_next_batch(
         )  # fmt: skip
     first = recorder.train_ids()
     assert len(first) == 8
-    state = json.loads((tmp_path / "backup" / kloader.BackupAndRestore.STATE_FILE).read_text())["loader"]
+    state = json.loads((tmp_path / "backup" / kloader.BackupAndRestore.STATE_FILE).read_text())["kloader"][
+        "loader"
+    ]
     assert (state["epoch"], state["batch"]) == (1, 1), "last backup after batch 6 = epoch 1, batch 1"
 
     recorder.train.clear()
@@ -162,3 +164,70 @@ def test_backup_and_restore_with_steps_per_epoch(tmp_path: Path) -> None:
         callbacks=[recorder, kloader.BackupAndRestore(restarted, backup, save_freq=1)],
     )  # fmt: skip
     assert first + recorder.train_ids() == reference
+
+
+def test_double_checkpoint_takes_weights_and_position_from_the_same_backup(tmp_path: Path) -> None:
+    """double_checkpoint=True with damaged newest weights: Keras restores the previous
+    weights, and the loader resumes from the previous backup's position with them, so
+    no batch between the two backups goes untrained."""
+    backup = tmp_path / "backup"
+    loader = kloader.Loader(IdDataset(16), batch_size=4, seed=5)  # 4 batches
+    reference = epoch_ids(loader, range(2))
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    callback = kloader.BackupAndRestore(loader, str(backup), save_freq=2, double_checkpoint=True)
+    with contextlib.suppress(RuntimeError):
+        model.fit(loader, epochs=2, verbose=0, callbacks=[recorder, callback, StopAt(7)])
+    # Backups after batches 2, 4 and 6; the newest (after 6) is damaged, the previous is after 4.
+    assert len(recorder.train_ids()) == 7
+    (backup / "latest.weights.h5").write_bytes(b"damaged")
+    previous = json.loads((backup / (kloader.BackupAndRestore.STATE_FILE + ".bkp")).read_text())
+    assert (previous["kloader"]["loader"]["epoch"], previous["kloader"]["loader"]["batch"]) == (1, 0)
+
+    recorder.train.clear()
+    restarted = kloader.Loader(IdDataset(16), batch_size=4, seed=5)
+    model.fit(
+        restarted,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            recorder,
+            kloader.BackupAndRestore(restarted, str(backup), save_freq=2, double_checkpoint=True),
+        ],
+    )
+    assert recorder.train_ids() == reference[4:], "resumes after batch 4, where the restored weights are"
+
+
+def test_damaged_backup_metadata_names_the_file(tmp_path: Path) -> None:
+    """A training metadata file that is not JSON: a ValueError that names it and says what to do."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / kloader.BackupAndRestore.STATE_FILE).write_text("{not json")
+    loader = kloader.Loader(IdDataset(8), batch_size=4, seed=1)
+    with pytest.raises(ValueError, match=r"training_metadata\.json.*Delete the backup folder"):
+        id_model(IdRecorder()).fit(
+            loader, epochs=1, verbose=0, callbacks=[kloader.BackupAndRestore(loader, str(backup))]
+        )
+
+
+def test_a_crash_during_a_resumed_epoch_leaves_the_warning_filters_as_they_were(tmp_path: Path) -> None:
+    """The "ran out of data" warning is silenced for a resumed epoch only: after a crash in
+    that epoch and a finished run, warnings.filters is what it was before."""
+    import warnings
+
+    backup = str(tmp_path / "backup")
+    filters_before = list(warnings.filters)
+
+    def fit(batches: int | None) -> None:
+        loader = kloader.Loader(IdDataset(16), batch_size=4, seed=2)
+        callbacks: list[keras.callbacks.Callback] = [kloader.BackupAndRestore(loader, backup, save_freq=1)]
+        if batches is not None:
+            callbacks.append(StopAt(batches))
+        with contextlib.suppress(RuntimeError):
+            id_model(IdRecorder()).fit(loader, epochs=2, verbose=0, callbacks=callbacks)
+
+    fit(2)  # crash in epoch 0 after batch 2
+    fit(1)  # resume mid-epoch (filter on), crash again
+    assert list(warnings.filters) != filters_before, "the resumed epoch silences Keras's warning"
+    fit(None)  # resume and finish
+    assert list(warnings.filters) == filters_before

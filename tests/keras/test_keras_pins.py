@@ -1,13 +1,14 @@
 """Pins: the Keras behaviours kloader relies on or works around, checked on the current backend.
 
 If one of these fails after a Keras upgrade, kloader's epoch tracking or worker
-lifetime needs a look before anything else (see kloader/_keras_compat.py).
+lifetime needs a look before anything else (see kloader/_keras/internals.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from keras.src.trainers.data_adapters import get_data_adapter
 from keras.src.trainers.epoch_iterator import EpochIterator
 
 import kloader
+from kloader._keras import internals
 
 from keras_utils import IdRecorder, StopAt, id_model
 from utils import IdDataset, id_arrays
@@ -72,23 +74,85 @@ def test_keras_never_calls_a_loaders_getitem() -> None:
 
 def test_epoch_iterator_reads_num_batches_while_it_is_built() -> None:
     """Keras's EpochIterator reads the adapter's num_batches in its constructor: that is
-    how a Loader learns that a Keras call began (and stops its workers when it ends)."""
+    where a Loader refuses the fit arguments Keras would silently ignore for it."""
     assert "self.data_adapter.num_batches" in inspect.getsource(EpochIterator.__init__)
     loader = kloader.Loader(IdDataset(8), batch_size=4)
-    iterator = EpochIterator(loader)
-    assert loader._keras_calls.open == 1
-    del iterator
-    assert loader._keras_calls.open == 0
+    with pytest.raises(ValueError, match="`y` was passed"):
+        EpochIterator(loader, y=np.zeros(8))
+
+
+def test_epoch_iterator_ends_epochs_and_throws_iterators_away_in_these_methods() -> None:
+    """A Loader tells an epoch the model went through (the end of `_enumerate_iterator`,
+    or `catch_stop_iteration` when the data ran out) from an iterator thrown away
+    (`reset`, after building the model) by the EpochIterator method calling its
+    `on_epoch_end`; `on_epoch_begin` comes from `_enumerate_iterator`."""
+    ends = {
+        name
+        for name in ("reset", "_enumerate_iterator", "catch_stop_iteration")
+        if "self.data_adapter.on_epoch_end()" in inspect.getsource(getattr(EpochIterator, name))
+    }
+    assert ends == {"reset", "_enumerate_iterator", "catch_stop_iteration"}
+    assert "self.data_adapter.on_epoch_begin()" in inspect.getsource(EpochIterator._enumerate_iterator)
+    assert internals.RESET == "reset"
+    assert set(internals.EPOCH_ENDS) == {"_enumerate_iterator", "catch_stop_iteration"}
+
+
+class HookCallers(kloader.Loader):
+    """Records which EpochIterator method calls each hook."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, str | None]] = []
+
+    def _record(self, hook: str) -> None:
+        found = internals.epoch_iterator_above(sys._getframe(2))
+        self.calls.append((hook, None if found is None else found[1]))
+
+    def on_epoch_begin(self) -> None:
+        self._record("begin")
+        super().on_epoch_begin()
+
+    def on_epoch_end(self) -> None:
+        self._record("end")
+        super().on_epoch_end()
+
+
+def test_every_hook_is_called_by_an_epoch_iterator_method_kloader_knows() -> None:
+    """Through a real fit on an unbuilt model, every on_epoch_begin / on_epoch_end comes from
+    an EpochIterator method that kloader reads: a build pass is reset, epochs end."""
+    loader = HookCallers(IdDataset(8), batch_size=4, seed=0)
+    id_model(IdRecorder(), built=False).fit(loader, epochs=2, verbose=0)
+    known = {"_enumerate_iterator", "catch_stop_iteration", "reset"}
+    assert all(method in known for _, method in loader.calls), loader.calls
+    natural_ends = [c for c in loader.calls if c[0] == "end" and c[1] in internals.EPOCH_ENDS]
+    assert len(natural_ends) == 2
+
+
+def test_fit_evaluate_and_predict_keep_a_callback_list_named_callbacks() -> None:
+    """A Loader ends its Keras call (and stops its workers) from a callback that it adds to
+    the CallbackList the call keeps in its local `callbacks`."""
+    for call in (keras.Model.fit, keras.Model.evaluate, keras.Model.predict):
+        source = inspect.getsource(call)
+        assert "callbacks = callbacks_module.CallbackList(" in source, call.__qualname__
+    assert internals.KERAS_CALLS == {
+        "fit": "on_train_end",
+        "evaluate": "on_test_end",
+        "predict": "on_predict_end",
+    }
 
 
 class CountPasses(kloader.Loader):
-    """Counts the iterators Keras asks for and the batches it pulls before epoch 0."""
+    """Counts the iterators Keras asks for."""
 
     requested = 0
 
-    def _keras_pass(self, **options: Any) -> Any:
+    def get_jax_iterator(self) -> Any:
         self.requested += 1
-        return super()._keras_pass(**options)
+        return super().get_jax_iterator()
+
+    def get_torch_dataloader(self) -> Any:
+        self.requested += 1
+        return super().get_torch_dataloader()
 
 
 @pytest.mark.backend("jax", "torch")

@@ -43,7 +43,7 @@ def test_killed_run_resumes_with_the_uninterrupted_sequence(tmp_path: Path) -> N
         tmp_path / "first.jsonl", "--backup", str(backup), "--save-freq", "3", "--kill-after", "7"
     )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
-    state = json.loads((backup / kloader.BackupAndRestore.STATE_FILE).read_text())["loader"]
+    state = json.loads((backup / kloader.BackupAndRestore.STATE_FILE).read_text())["kloader"]["loader"]
     assert (state["epoch"], state["batch"]) == (1, 1), (
         "the last backup was taken after batch 6 = epoch 1, batch 1"
     )

@@ -1,0 +1,149 @@
+"""What Keras sees of a loader: the passes each EpochIterator draws, and the calls that use it.
+
+A Loader is its own Keras data adapter. Keras asks it for an iterator
+(`get_jax_iterator`, `get_torch_dataloader`, `get_tf_dataset`, ...) and tells
+it when an epoch begins and ends (`on_epoch_begin`, `on_epoch_end`), but never
+says which epoch, nor whether the model trained on what it pulled. The feed
+finds out who is asking — which EpochIterator, in which `fit` / `evaluate` /
+`predict` — and keeps, per EpochIterator, the passes it drew
+(`kloader._core.epochs.IteratorPasses`, where the rules for moving the cursor
+live):
+
+- an epoch that ends in the EpochIterator's epoch loop completes its passes;
+  `reset` (after building the model) discards them, however far a read-ahead
+  pulled them;
+- TensorFlow's passes complete as they hand out their last batch;
+- while a `fit` trains on the loader, every other EpochIterator using the
+  same loader (validation, an `evaluate` from a callback) only reads: whole
+  epochs at the training epoch, without moving the cursor.
+
+The callbacks (`EpochSync`, `BackupAndRestore`) steer the feed through
+`slices_epochs` and `next_pass_length`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from kloader._core.cursor import Cursor
+from kloader._core.epochs import IteratorPasses, Make, loose_pass
+from kloader._core.passes import Pass
+from kloader._keras import internals
+from kloader._keras.calls import CallKey, KerasCalls
+
+
+class KerasFeed:
+    """The Keras-facing state of one loader.
+
+    Args:
+        cursor: the loader's cursor.
+        calls: the Keras calls using the loader (to stop its workers after the last).
+    """
+
+    def __init__(self, cursor: Cursor, calls: KerasCalls):
+        self.cursor = cursor
+        self.calls = calls
+        self._iterators: weakref.WeakKeyDictionary[Any, IteratorPasses] = weakref.WeakKeyDictionary()
+        # The fit training on this loader: while it runs, other EpochIterators only read.
+        self._training: CallKey | None = None
+        # With Keras's steps_per_epoch cutting loader epochs into several Keras
+        # epochs, every Keras iterator must yield one loader epoch's worth of
+        # batches (set by the callbacks).
+        self.slices_epochs = False
+        # Set by BackupAndRestore when resuming in the middle of a Keras epoch:
+        # the next pass ends where that epoch ends.
+        self.next_pass_length: int | None = None
+        # An error raised while tf.data made a batch, to raise in the main thread.
+        self._error: Exception | None = None
+
+    def jump_to(self, epoch: int, batch: int) -> None:
+        """The next pass starts at batch `batch` of `epoch` (past the last batch: the next epoch)."""
+        self.cursor.jump_to(epoch, batch)
+
+    # ------------------------------------------------------------ passes
+
+    def new_pass(self, asking: FrameType | None, make: Make) -> Pass:
+        """A pass for the EpochIterator running in the frames above `asking` (if any)."""
+        return self._new_pass(self._passes(asking), make)
+
+    def tensorflow_pass_maker(self, asking: FrameType | None, make: Make) -> Callable[[], Iterator[Any]]:
+        """For TensorFlow, which makes passes in its own threads: a function making the
+        passes of the EpochIterator that builds the dataset now (above `asking`)."""
+        passes = self._passes(asking, tensorflow=True)
+        feed = weakref.ref(self)
+
+        def new_pass() -> Iterator[Any]:
+            owner = feed()
+            if owner is None:
+                raise RuntimeError("The kloader.Loader of this dataset was garbage collected.")
+            tensorflow_pass = owner._new_pass(passes, make)
+            del owner
+            try:
+                yield from tensorflow_pass
+            except Exception as error:
+                # Raised in tf.data's thread, it would reach the user as a
+                # tf.errors.UnknownError. Keep it, end the pass, and raise it
+                # as it is when Keras ends the epoch (in the main thread).
+                owner = feed()
+                if owner is not None:
+                    owner._failed(error)
+
+        return new_pass
+
+    def _failed(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+
+    def _new_pass(self, passes: IteratorPasses | None, make: Make) -> Pass:
+        length, self.next_pass_length = self.next_pass_length, None
+        if length is None and self.slices_epochs:
+            length = self.cursor.batches_per_epoch
+        if passes is None:
+            return loose_pass(self.cursor, make, length=length)
+        return passes.new_pass(make, length=length)
+
+    # ------------------------------------------------------- epoch hooks
+
+    def epoch_begins(self, asking: FrameType | None) -> None:
+        self._passes(asking)
+
+    def epoch_ends(self, asking: FrameType | None) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        found = internals.epoch_iterator_above(asking)
+        if found is None:
+            return
+        epoch_iterator, method = found
+        passes = self._iterators.get(epoch_iterator)
+        if passes is None:
+            return
+        if method == internals.RESET:
+            passes.reset()
+        elif method in internals.EPOCH_ENDS:
+            passes.epoch_ended()
+
+    # ------------------------------------------------------------ lookup
+
+    def _passes(self, asking: FrameType | None, *, tensorflow: bool = False) -> IteratorPasses | None:
+        """The passes of the EpochIterator above `asking`, registering it (and its call) when new."""
+        found = internals.epoch_iterator_above(asking)
+        if found is None:
+            return None
+        epoch_iterator, _ = found
+        call = internals.outermost_keras_call(asking)
+        passes = self._iterators.get(epoch_iterator)
+        if passes is None:
+            # Decided before this call is counted as open: a fit that ended may
+            # have left its key (frame ids are reused) to the call starting now.
+            reads_only = self._training is not None and self.calls.is_open(self._training)
+            passes = IteratorPasses(self.cursor, completes_on_last=tensorflow, reads_only=reads_only)
+            self._iterators[epoch_iterator] = passes
+            if call is not None and not reads_only and call.f_code.co_name == "fit":
+                self._training = self.calls.key_of(call)
+        if call is not None:
+            self.calls.seen(call, epoch_iterator)
+        return passes

@@ -1,0 +1,194 @@
+"""The cursor, passes and the rules that move a loader's epoch, as pure logic (no Keras).
+
+`drive` plays a framework the way Keras's EpochIterator does: a pull to build
+the model that is then thrown away (`reset`), and epochs that pull through a
+read-ahead of 0, 1 or 2 batches before the model trains on them. The same
+rules run under real Keras in tests/keras/test_read_ahead.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+
+import pytest
+
+from kloader._core.cursor import Cursor, Position
+from kloader._core.epochs import IteratorPasses, loose_pass, manual_pass
+from kloader._core.passes import Pass
+
+
+def read_ahead(batches: Iterator[Position], depth: int) -> Iterator[Position]:
+    """Hands out what `batches` yields, `depth` batches ahead of the consumer (as Keras's
+    prefetching iterators do: 1 in Keras 3.14 and on accelerators, 2 in 3.8-3.13)."""
+    queue: deque[Position] = deque(itertools.islice(batches, depth))
+    for batch in batches:
+        queue.append(batch)
+        yield queue.popleft()
+    yield from queue
+
+
+def drive(
+    passes: IteratorPasses, *, epochs: int, depth: int, built: bool, steps: int | None = None
+) -> list[list[Position]]:
+    """What the model trains on in `epochs` epochs, through a read-ahead of `depth`."""
+    if not built:
+        build = read_ahead(passes.new_pass(Position), depth)
+        next(build)
+        passes.reset()
+    trained: list[list[Position]] = []
+    current: Iterator[Position] | None = None
+    for _ in range(epochs):
+        if current is None or steps is None:
+            current = read_ahead(passes.new_pass(Position), depth)
+        epoch = list(itertools.islice(current, steps)) if steps else list(current)
+        if steps and len(epoch) < steps:  # ran out: a new iterator next time
+            current = None
+        trained.append(epoch)
+        passes.epoch_ended()
+    return trained
+
+
+def epoch_positions(epoch: int, batches: int) -> list[Position]:
+    return [Position(epoch, b) for b in range(batches)]
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 5])
+@pytest.mark.parametrize("batches", [1, 2, 3, 7])
+@pytest.mark.parametrize("built", [True, False])
+def test_each_epoch_trains_on_its_own_loader_epoch_whatever_the_read_ahead(
+    depth: int, batches: int, built: bool
+) -> None:
+    """Any read-ahead depth, any epoch length, built or not: epochs 0..E-1, then the cursor at E."""
+    cursor = Cursor(batches)
+    trained = drive(IteratorPasses(cursor), epochs=3, depth=depth, built=built)
+    assert trained == [epoch_positions(e, batches) for e in range(3)]
+    assert cursor.position == (3, 0)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_a_second_run_continues_with_the_next_epochs(depth: int) -> None:
+    """A second framework iterator over the same cursor starts where the first ended."""
+    cursor = Cursor(2)
+    drive(IteratorPasses(cursor), epochs=2, depth=depth, built=False)
+    trained = drive(IteratorPasses(cursor), epochs=1, depth=depth, built=True)
+    assert trained == [epoch_positions(2, 2)]
+    assert cursor.position == (3, 0)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_steps_slicing_an_epoch_continues_one_pass_across_framework_epochs(depth: int) -> None:
+    """steps=2 over 5-batch epochs: slices [0,1], [2,3], [4], then the next loader epoch."""
+    cursor = Cursor(5)
+    trained = drive(IteratorPasses(cursor), epochs=4, depth=depth, built=False, steps=2)
+    assert trained == [
+        [Position(0, 0), Position(0, 1)],
+        [Position(0, 2), Position(0, 3)],
+        [Position(0, 4)],
+        [Position(1, 0), Position(1, 1)],
+    ]
+
+
+def test_a_pass_pulled_to_its_end_completes_only_when_the_epoch_ends() -> None:
+    """Exhausting a pass moves nothing; epoch_ended does; reset discards."""
+    cursor = Cursor(1)
+    passes = IteratorPasses(cursor)
+    assert list(passes.new_pass(Position)) == [Position(0, 0)]
+    assert cursor.position == (0, 0)
+    passes.reset()
+    passes.epoch_ended()
+    assert cursor.position == (0, 0) and passes.open_passes == 0
+    assert list(passes.new_pass(Position)) == [Position(0, 0)]
+    passes.epoch_ended()
+    assert cursor.position == (1, 0)
+
+
+def test_an_epoch_ending_before_the_pass_handed_out_all_leaves_it_open() -> None:
+    """A framework epoch shorter than the loader epoch (steps, stop_training) completes nothing."""
+    cursor = Cursor(3)
+    passes = IteratorPasses(cursor)
+    part = passes.new_pass(Position)
+    next(part)
+    passes.epoch_ended()
+    assert cursor.position == (0, 0) and passes.open_passes == 1
+    list(part)
+    passes.epoch_ended()
+    assert cursor.position == (1, 0) and passes.open_passes == 0
+
+
+def test_completes_on_last_moves_the_cursor_as_the_last_batch_goes() -> None:
+    """TensorFlow's rule: the next pass, started early by a prefetch, begins at the next epoch."""
+    cursor = Cursor(2)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    first = passes.new_pass(Position)
+    assert [next(first), next(first)] == epoch_positions(0, 2)
+    assert cursor.position == (1, 0)
+    assert list(passes.new_pass(Position)) == epoch_positions(1, 2)
+
+
+def test_a_reading_iterator_reads_whole_epochs_and_never_moves_the_cursor() -> None:
+    """Validation on the loader that trains reads all of the training epoch, from batch 0."""
+    cursor = Cursor(3)
+    cursor.jump_to(4, 1)
+    reader = IteratorPasses(cursor, reads_only=True)
+    assert list(reader.new_pass(Position)) == epoch_positions(4, 3)
+    reader.epoch_ended()
+    assert cursor.position == (4, 1)
+
+
+def test_a_jump_during_a_pass_wins_over_its_completion() -> None:
+    """set_epoch / load_state_dict while a pass runs: the pass's completion moves nothing."""
+    cursor = Cursor(2)
+    passes = IteratorPasses(cursor)
+    running = passes.new_pass(Position)
+    list(running)
+    cursor.jump_to(7, 0)
+    passes.epoch_ended()
+    assert cursor.position == (7, 0)
+
+
+def test_manual_pass_moves_the_cursor_past_each_batch_and_not_past_a_failed_one() -> None:
+    """iter(loader): after each batch the cursor points past it; an error leaves it on the batch."""
+    cursor = Cursor(3)
+    seen = iter(manual_pass(cursor, Position))
+    assert next(seen) == (0, 0) and cursor.position == (0, 1)
+
+    def fail(epoch: int, batch: int) -> Position:
+        raise ValueError("broken sample")
+
+    failing = manual_pass(cursor, fail)
+    with pytest.raises(ValueError):
+        next(failing)
+    assert cursor.position == (0, 1)
+    with pytest.raises(StopIteration):  # the pass is over after an error
+        next(failing)
+
+
+def test_loose_pass_completes_when_exhausted() -> None:
+    """A pass no framework iterator owns moves the cursor when pulled past its end."""
+    cursor = Cursor(2)
+    cursor.jump_to(0, 1)
+    assert list(loose_pass(cursor, Position)) == [Position(0, 1)]
+    assert cursor.position == (1, 0)
+
+
+@pytest.mark.parametrize(("batch", "expected"), [(0, (2, 0)), (2, (2, 2)), (3, (3, 0)), (7, (4, 1))])
+def test_past_the_last_batch_is_the_next_epoch(batch: int, expected: tuple[int, int]) -> None:
+    """One rule for every caller: batch b of epoch e is batch b - n of epoch e + 1."""
+    cursor = Cursor(3)
+    assert cursor.normalised(2, batch) == expected
+    cursor.jump_to(2, batch)
+    assert cursor.position == expected
+
+
+def test_a_length_runs_on_into_the_next_epoch() -> None:
+    """A pass of `length` batches from the middle of an epoch continues into the next."""
+    cursor = Cursor(3)
+    cursor.jump_to(0, 2)
+    assert list(Pass(cursor, length=3)) == [Position(0, 2), Position(1, 0), Position(1, 1)]
+
+
+def test_an_epoch_needs_a_batch() -> None:
+    with pytest.raises(ValueError, match="at least one batch"):
+        Cursor(0)

@@ -1,0 +1,131 @@
+"""What a Keras call leaves behind, on every backend: workers, the loader's epoch, its errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+import kloader
+
+from keras_utils import IdRecorder, id_model
+from utils import IdDataset, assert_labels, expected_labels, jitter, jitter_label
+
+
+class StopTrainingAt(keras.callbacks.Callback):
+    """Sets model.stop_training after `batches` training batches (early stopping mid-epoch)."""
+
+    def __init__(self, batches: int):
+        super().__init__()
+        self.left = batches
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.model.stop_training = True
+
+
+def workers_loader(samples: int = 40) -> kloader.Loader:
+    return kloader.Loader(IdDataset(samples), batch_size=4, seed=1, transform=jitter_label, num_workers=2)
+
+
+def test_workers_are_gone_when_fit_returns() -> None:
+    """No garbage collection, no waiting: the workers stop as fit returns."""
+    loader = workers_loader()
+    id_model(IdRecorder()).fit(loader, epochs=2, verbose=0)
+    assert loader.worker_pids == []
+
+
+def test_workers_are_gone_when_fit_is_stopped_mid_epoch() -> None:
+    """stop_training set in the middle of an epoch: the workers stop as fit returns."""
+    loader = workers_loader()
+    id_model(IdRecorder()).fit(loader, epochs=3, verbose=0, callbacks=[StopTrainingAt(3)])
+    assert loader.worker_pids == []
+
+
+@pytest.mark.parametrize("call", ["evaluate", "predict"])
+def test_workers_are_gone_after_a_steps_limit(call: str) -> None:
+    """evaluate / predict with steps= shorter than the loader: workers stop as the call returns."""
+    loader = workers_loader()
+    getattr(id_model(IdRecorder()), call)(loader, steps=2, verbose=0)
+    assert loader.worker_pids == []
+
+
+def test_one_loader_for_training_and_validation_keeps_the_training_epochs() -> None:
+    """validation_data=the training loader: epoch e trains on loader epoch e, and each
+    validation reads all of the epoch being trained, without moving it."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(12), batch_size=4, seed=6, transform=jitter_label)
+    id_model(recorder).fit(loader, epochs=3, validation_data=loader, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected_labels(loader, 3))
+    assert loader.epoch == 3
+    validated = sorted(np.concatenate(recorder.test[:3]).round().astype(int).tolist())
+    assert validated == list(range(12))
+
+
+class EvaluateEachEpoch(keras.callbacks.Callback):
+    """Evaluates the model on `loader` at the end of every epoch (recorded as test batches)."""
+
+    def __init__(self, loader: kloader.Loader, recorder: IdRecorder):
+        super().__init__()
+        self.loader = loader
+        self.recorder = recorder
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.model.evaluate(self.loader, verbose=0, callbacks=[self.recorder])
+
+
+def test_evaluate_from_a_callback_does_not_move_the_training_epoch() -> None:
+    """model.evaluate(training loader) inside fit: the training epochs stay 0, 1, 2."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(8), batch_size=4, seed=9, transform=jitter_label)
+    id_model(recorder).fit(
+        loader, epochs=3, verbose=0, callbacks=[recorder, EvaluateEachEpoch(loader, recorder)]
+    )
+    assert_labels(recorder.train, expected_labels(loader, 3))
+    assert loader.epoch == 3
+    assert len(recorder.test) == 3 * 2
+
+
+class VariableLength:
+    """Sample i: a (length, 1) sequence of i's, length 2, 3 or 4 by batch of 4; label i."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.float32]:
+        length = 2 + (index // 4) % 3
+        return np.full((length, 1), index, dtype=np.float32), np.float32(index)
+
+
+def test_samples_whose_shape_varies_from_batch_to_batch_train() -> None:
+    """Batches of (4, 2, 1), (4, 3, 1), (4, 4, 1) ... train on every backend, in order."""
+    recorder = IdRecorder()
+    model = keras.Sequential(
+        [keras.Input((None, 1)), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss=recorder.loss)
+    loader = kloader.Loader(VariableLength(), batch_size=4, shuffle=False)
+    model.fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+    assert recorder.train_ids() == [list(range(b, b + 4)) for _ in range(2) for b in range(0, 24, 4)]
+
+
+def fails_on_sample_5(sample: tuple[np.ndarray, Any], rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    if int(sample[1]) == 5:
+        raise ValueError("sample 5 is corrupt")
+    return jitter(sample, rng)
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+@pytest.mark.parametrize("call", ["fit", "evaluate", "predict"])
+def test_a_sample_error_inside_a_keras_call_is_a_sample_error(call: str) -> None:
+    """On every backend (TensorFlow included) the user catches kloader.SampleError,
+    whose cause is the transform's own error."""
+    loader = kloader.Loader(IdDataset(16), batch_size=4, shuffle=False, transform=fails_on_sample_5)
+    model = id_model(IdRecorder())
+    with pytest.raises(kloader.SampleError, match="sample 5") as caught:
+        getattr(model, call)(loader, verbose=0)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert str(caught.value.__cause__) == "sample 5 is corrupt"
