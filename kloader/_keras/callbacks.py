@@ -210,10 +210,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         advance = batch - self._last_batch
         self._last_batch = batch
         self._done += advance
-        epoch, position = self._position[0], self._position[1] + advance
-        if position >= len(self.loader):
-            epoch, position = epoch + 1, position - len(self.loader)
-        self._position = (epoch, position)
+        self._position = feed_of(self.loader).cursor.normalised(
+            self._position[0], self._position[1] + advance
+        )
         super().on_train_batch_end(batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
