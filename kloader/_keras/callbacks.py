@@ -15,18 +15,14 @@ epoch number, which only callbacks receive:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import warnings
-from typing import Any, cast
+from typing import Any
 
 import keras
 
 from kloader._keras import internals
 from kloader._keras.loader import Loader, feed_of
-
-_RAN_OUT = r"Your input ran out of data"
 
 
 def _position_of_keras_epoch(loader: Loader, keras_epoch: int, steps: int | None) -> tuple[int, int]:
@@ -149,7 +145,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         self._done = 0  # batches trained in the current Keras epoch
         self._last_batch = -1
         self._first_epoch = True
-        self._quiet: tuple[Any, ...] | None = None
+        self._quiet: internals.RanOutSilenced | None = None
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._stop_quiet()  # left by a run that crashed mid-epoch
@@ -195,10 +191,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             # loader hands it only the batches that epoch had left, and Keras
             # warns that the input "ran out" when they end. That is expected.
             feed_of(self.loader).next_pass_length = self._steps() - self._done
-            # One filter entry, removed by itself at the end of this epoch (or at
-            # the next on_train_begin after a crash), never a saved filter list.
-            warnings.filterwarnings("ignore", message=_RAN_OUT, category=UserWarning)
-            self._quiet = warnings.filters[0]
+            # Until the end of this epoch (or the next on_train_begin after a crash).
+            self._quiet = internals.RanOutSilenced()
 
     def _steps(self) -> int:
         steps = self.params.get("steps")
@@ -225,9 +219,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     def _stop_quiet(self) -> None:
         if self._quiet is not None:
-            # An "ignore" entry leaves nothing in warning registries: removing it is enough.
-            with contextlib.suppress(ValueError):
-                cast(list[Any], warnings.filters).remove(self._quiet)
+            self._quiet.stop()
             self._quiet = None
 
     def _save_model(self) -> None:

@@ -58,6 +58,7 @@ class KerasFeed:
         self.next_pass_length: int | None = None
         # An error raised while tf.data made a batch, to raise in the main thread.
         self._error: Exception | None = None
+        self._quiet: internals.RanOutSilenced | None = None
 
     def jump_to(self, epoch: int, batch: int) -> None:
         """The next pass starts at batch `batch` of `epoch` (past the last batch: the next epoch)."""
@@ -96,6 +97,9 @@ class KerasFeed:
     def _failed(self, error: Exception) -> None:
         if self._error is None:
             self._error = error
+            # Keras will warn that the input ran out just before it ends the
+            # epoch, where the error is raised: the error says what happened.
+            self._quiet = internals.RanOutSilenced()
 
     def _new_pass(self, passes: IteratorPasses | None, make: Make) -> Pass:
         length, self.next_pass_length = self.next_pass_length, None
@@ -112,6 +116,9 @@ class KerasFeed:
 
     def epoch_ends(self, asking: FrameType | None) -> None:
         error, self._error = self._error, None
+        if self._quiet is not None:
+            self._quiet.stop()
+            self._quiet = None
         if error is not None:
             raise error
         found = internals.epoch_iterator_above(asking)

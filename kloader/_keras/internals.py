@@ -9,10 +9,12 @@ never reorders its batches, and TensorFlow never peeks at `__getitem__`.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -26,6 +28,7 @@ from kloader._core import tree
 __all__ = [
     "CallbackList",
     "DataAdapter",
+    "RanOutSilenced",
     "add_callback",
     "backup_metadata_path",
     "calling_epoch_iterator",
@@ -129,6 +132,26 @@ def backup_metadata_path(backup: keras.callbacks.BackupAndRestore) -> str:
     load with double_checkpoint, restores the previous file from, with the weights)."""
     path: str = backup._training_metadata_path
     return path
+
+
+# What Keras warns when an epoch's iterator runs out before its steps
+# (EpochIterator._interrupted_warning).
+RAN_OUT = r"Your input ran out of data"
+
+
+class RanOutSilenced:
+    """While entered, Keras's "ran out of data" warning is not shown, for an epoch that
+    kloader ends early on purpose. One filter entry, removed by `stop()` however late
+    (from another callback, or at the next run after a crash), never a saved filter list."""
+
+    def __init__(self) -> None:
+        warnings.filterwarnings("ignore", message=RAN_OUT, category=UserWarning)
+        self._entry = warnings.filters[0]
+
+    def stop(self) -> None:
+        # An "ignore" entry leaves nothing in warning registries: removing it is enough.
+        with contextlib.suppress(ValueError):
+            cast(list[Any], warnings.filters).remove(self._entry)
 
 
 def caller_frame(depth: int) -> FrameType | None:

@@ -118,7 +118,6 @@ def fails_on_sample_5(sample: tuple[np.ndarray, Any], rng: np.random.Generator) 
     return jitter(sample, rng)
 
 
-@pytest.mark.filterwarnings("ignore:Your input ran out of data")
 @pytest.mark.parametrize("call", ["fit", "evaluate", "predict"])
 def test_a_sample_error_inside_a_keras_call_is_a_sample_error(call: str) -> None:
     """On every backend (TensorFlow included) the user catches kloader.SampleError,

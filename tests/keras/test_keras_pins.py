@@ -169,7 +169,7 @@ def test_jax_and_torch_pull_a_batch_to_build_the_model() -> None:
 
 def test_keras_warns_in_these_words_when_an_epoch_runs_out() -> None:
     """kloader.BackupAndRestore silences this warning for a resumed epoch, by its text."""
-    assert "Your input ran out of data" in inspect.getsource(EpochIterator._interrupted_warning)
+    assert internals.RAN_OUT in inspect.getsource(EpochIterator._interrupted_warning)
 
 
 def test_keras_backup_and_restore_restarts_the_epoch_from_its_first_batch(tmp_path: Path) -> None:
