@@ -15,6 +15,7 @@ from typing import Any
 import keras
 
 from kloader._core.sources import is_array_structure
+from kloader._images import hf_dataset
 
 # Another library's argument name -> what to write for kloader.Loader instead.
 _ENQUEUER = (
@@ -56,8 +57,13 @@ def check_keras_arguments(arguments: dict[str, Any]) -> None:
 
 
 def combine(source: Any, y: Any, sample_weight: Any) -> Any:
-    """`source`, or `(x, y)` / `(x, y, sample_weight)` when called like `fit(x, y)`."""
+    """`source`, or `(x, y)` / `(x, y, sample_weight)` when called like `fit(x, y)`.
+
+    A Hugging Face `datasets.Dataset` becomes a `kloader.HFDataset` with its defaults.
+    """
     refuse_batch_sources(source)
+    if y is None and sample_weight is None and hf_dataset.is_hf_dataset(source):
+        return hf_dataset.HFDataset(source)
     if y is None and sample_weight is None:
         return source
     if y is None:
@@ -97,6 +103,7 @@ def refuse_batch_sources(source: Any) -> None:
             "check what the PyDataset gives a model today, run "
             "`python -m kloader audit my_module:make_dataset`."
         )
+    hf_dataset.refuse_other_hf_objects(source)
     kind = type(source)
     if kind.__name__ == "DataLoader" and kind.__module__.startswith("torch.") and hasattr(source, "dataset"):
         raise TypeError(

@@ -23,9 +23,9 @@ def test_x_y_positional_is_the_tuple_source() -> None:
     a = kloader.Loader(x, y, batch_size=4, seed=3)
     b = kloader.Loader((x, y), batch_size=4, seed=3)
     for _ in range(2):
-        for batch_a, batch_b in zip(a, b, strict=True):
-            assert isinstance(batch_a, tuple) and len(batch_a) == 2
-            assert_batches_equal(batch_a, batch_b)
+        batches = list(a)
+        assert all(isinstance(batch, tuple) and len(batch) == 2 for batch in batches)
+        assert_batches_equal(batches, list(b))
 
 
 def test_x_y_sample_weight_positional_and_keyword() -> None:
@@ -38,8 +38,7 @@ def test_x_y_sample_weight_positional_and_keyword() -> None:
     ):
         got = list(loader)
         assert all(len(batch) == 3 for batch in got)
-        for batch_a, batch_b in zip(got, expected, strict=True):
-            assert_batches_equal(batch_a, batch_b)
+        assert_batches_equal(got, expected)
 
 
 def test_fit_shaped_mistakes_are_named() -> None:
