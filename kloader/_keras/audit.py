@@ -210,6 +210,13 @@ def diagnose(runs: dict[str, list[Run]]) -> tuple[int, str]:
                 "The two runs got different orders: the Loader has seed=None, which draws a new seed "
                 "from the OS on every run. Pass seed=42 (any int) for a reproducible order."
             )
+        elif kind in ("arrays", "fit arguments"):
+            parts.append(
+                "The two runs got different orders: fit(x, y) shuffles arrays (shuffle=True, the "
+                "default) from an unseeded random state. Call keras.utils.set_random_seed(42) (any "
+                "int) before fit, or pass kloader.Loader(x, y, batch_size=32, seed=42) to fit."
+            )
+            return 1, " ".join(parts)
         elif _same_batches_reordered(runs):
             parts.append(
                 "The two runs got the same batches in a different order: fit's own batch reordering "
@@ -227,7 +234,7 @@ def diagnose(runs: dict[str, list[Run]]) -> tuple[int, str]:
         parts.append(
             "Fix: compute each epoch's order from (seed, epoch) instead of mutating it in a hook. "
             "kloader.Loader does that on every backend and for any number of workers: "
-            "kloader.Loader((x, y), batch_size=32, seed=42, num_workers=2), or wrap your per-sample "
+            "kloader.Loader(x, y, batch_size=32, seed=42, num_workers=2), or wrap your per-sample "
             "code as a map-style source (__len__, __getitem__(i) -> one sample) and pass it instead."
         )
         return 1, " ".join(parts)

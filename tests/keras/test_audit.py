@@ -52,6 +52,16 @@ def test_textbook_pydataset_with_process_workers_fails_with_duplicates_counted()
     assert "run 2/2" in result.stderr  # progress
 
 
+def test_textbook_pydataset_without_workers_is_named_for_fits_unseeded_batch_reordering() -> None:
+    """Without workers every epoch is a permutation, but fit reorders batches unseeded: runs differ, exit 1."""
+    result = run_audit("audit_data:textbook_without_workers")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert all(row[3] == "0" and row[4] == "0" and row[5] == "yes" for row in rows)
+    assert any(row[7] == "NO" for row in rows)
+    assert "fit's own batch reordering" in result.stdout and "set_random_seed" in result.stdout
+
+
 def test_loader_passes_on_this_backend() -> None:
     """A kloader.Loader gives every sample once per epoch, new orders, the same in both runs: exit 0."""
     result = run_audit("audit_data:loader")

@@ -56,3 +56,9 @@ def loader_without_seed() -> keras.utils.PyDataset:
     import kloader
 
     return kloader.Loader(arrays(), batch_size=BATCH_SIZE)
+
+
+def textbook_without_workers() -> ShufflingDataset:
+    np.random.seed(0)
+    x, y = arrays()
+    return ShufflingDataset(x, y, BATCH_SIZE)
