@@ -237,7 +237,7 @@ def diagnose(runs: dict[str, list[Run]]) -> tuple[int, str]:
             "kloader.Loader(x, y, batch_size=32, seed=42, num_workers=2), or wrap your per-sample "
             "code as a map-style source (__len__, __getitem__(i) -> one sample) and pass it instead."
         )
-        return 1, " ".join(parts)
+        return 1, " ".join([*parts, *_order_notes(runs)])
     notes = _order_notes(runs)
     verdict = "Every epoch is a permutation of the data and both runs got the same order."
     return 0, " ".join([verdict, *notes])

@@ -62,9 +62,9 @@ def test_textbook_pydataset_without_workers_is_named_for_fits_unseeded_batch_reo
     assert "fit's own batch reordering" in result.stdout and "set_random_seed" in result.stdout
 
 
-def test_loader_passes_on_this_backend() -> None:
-    """A kloader.Loader gives every sample once per epoch, new orders, the same in both runs: exit 0."""
-    result = run_audit("audit_data:loader")
+def test_loader_with_two_workers_passes_on_this_backend() -> None:
+    """A kloader.Loader with 2 workers gives every sample once per epoch, new orders, both runs alike: exit 0."""
+    result = run_audit("audit_data:loader_with_workers")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = table_rows(result.stdout)
     assert [row[1:] for row in rows] == [

@@ -62,3 +62,14 @@ def textbook_without_workers() -> ShufflingDataset:
     np.random.seed(0)
     x, y = arrays()
     return ShufflingDataset(x, y, BATCH_SIZE)
+
+
+def keep(sample: object, rng: np.random.Generator) -> object:
+    """A transform that leaves samples as they are (so audit can recognise them)."""
+    return sample
+
+
+def loader_with_workers() -> keras.utils.PyDataset:
+    import kloader
+
+    return kloader.Loader(*arrays(), batch_size=BATCH_SIZE, seed=42, transform=keep, num_workers=2)
