@@ -275,7 +275,7 @@ def _order_notes(runs: dict[str, list[Run]]) -> list[str]:
     if len(backends) > 1:
         orders = {b: [e.order for e in runs[b][0].epochs] for b in backends}
         if any(orders[b] != orders[backends[0]] for b in backends[1:]):
-            notes.append("The backends got different orders (each one reproducible).")
+            notes.append("The backends got different orders from each other.")
     return notes
 
 

@@ -87,7 +87,8 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         source: an array, a tuple / list / dict of equal-length arrays (batches
             keep that structure), or any map-style dataset whose `__getitem__(i)`
             returns one sample (an array, a tuple, or a dict of arrays). A
-            `keras.utils.PyDataset` (its items are batches) is refused with the
+            Hugging Face `datasets.Dataset` is read through `kloader.HFDataset`.
+            A `keras.utils.PyDataset` (its items are batches) is refused with the
             way to migrate.
         y: targets, as in `model.fit(x, y)`: `Loader(x, y, batch_size=32)` is
             `Loader((x, y), batch_size=32)`. Only with arrays as `source`.
