@@ -109,7 +109,6 @@ def describe_data(data: dict[str, Any], num_samples: int) -> str:
             text += ", overrides on_epoch_end"
     if kind == "kloader.Loader":
         text += f", num_workers={data['num_workers']}, shuffle={data['shuffle']}"
-        text += "" if data["seed_given"] else ", seed=None"
     return text + ")"
 
 
@@ -205,10 +204,11 @@ def diagnose(runs: dict[str, list[Run]]) -> tuple[int, str]:
                 "in the middle of an epoch (drop_remainder or steps_per_epoch also leave samples out)."
             )
     if not agree and (permutations or not workers):
-        if kind == "kloader.Loader" and not data["seed_given"]:
+        if kind == "kloader.Loader" and len({run.data["seed"] for run in all_runs}) > 1:
             parts.append(
-                "The two runs got different orders: the Loader has seed=None, which draws a new seed "
-                "from the OS on every run. Pass seed=42 (any int) for a reproducible order."
+                "The two runs got different orders: the Loader had another seed in each run "
+                f"({', '.join(str(run.data['seed']) for run in all_runs)}), as seed=None draws one from "
+                "the OS. Pass seed=42 (any int) for a reproducible order."
             )
         elif kind in ("arrays", "fit arguments"):
             parts.append(

@@ -110,7 +110,7 @@ def describe(data: Any) -> dict[str, Any]:
         info["on_epoch_end"] = bool(overridden)
         if kind.__module__.startswith("kloader."):
             info["kind"] = "kloader.Loader"
-            info["seed_given"] = bool(getattr(data, "_seed_was_given", True))
+            info["seed"] = int(data.seed)
             info["num_workers"] = int(getattr(data, "num_workers", 0))
             info["shuffle"] = bool(getattr(data, "shuffle", True))
     elif isinstance(data, tuple) and len(data) in (2, 3):
