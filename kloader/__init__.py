@@ -20,6 +20,7 @@ from kloader._core.errors import SampleError, WorkerError
 
 if TYPE_CHECKING:
     from kloader._images.folder import ImageFolder
+    from kloader._images.hf_dataset import HFDataset
     from kloader._images.preview import save_preview
     from kloader._keras.callbacks import BackupAndRestore, EpochSync
     from kloader._keras.loader import Loader
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackupAndRestore",
     "EpochSync",
+    "HFDataset",
     "ImageFolder",
     "Loader",
     "SampleError",
@@ -40,6 +42,7 @@ __all__ = [
 _LAZY = {
     "BackupAndRestore": "kloader._keras.callbacks",
     "EpochSync": "kloader._keras.callbacks",
+    "HFDataset": "kloader._images.hf_dataset",
     "ImageFolder": "kloader._images.folder",
     "Loader": "kloader._keras.loader",
     "save_preview": "kloader._images.preview",

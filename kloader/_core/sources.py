@@ -42,6 +42,11 @@ def _is_array_structure(obj: Any) -> bool:
     return False
 
 
+def is_array_structure(obj: Any) -> bool:
+    """True for what `ArraySource` reads: an array, or tuples / dicts / a flat list of arrays."""
+    return _is_array_structure(obj)
+
+
 def read_only(array: np.ndarray) -> np.ndarray:
     # A transform gets rows of these arrays; writing into them would change the
     # source for every later epoch (and, in workers, for every worker).

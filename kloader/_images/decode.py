@@ -170,14 +170,7 @@ def decode(path: str, spec: DecodeSpec) -> np.ndarray:
     """
     try:
         with Image.open(path) as opened:
-            _check_pixels(opened, spec.max_pixels)
-            orientation = _orientation(opened)
-            if spec.fast_decode and opened.format in ("JPEG", "MPO"):
-                _draft(opened, spec, orientation)
-            opened.load()
-            image = _oriented(opened, orientation)
-            image = _to_color_mode(image, spec.color_mode)
-            image = _resize(image, spec)
+            return _decode_opened(opened, spec)
     except UnreadableImageError as error:
         raise UnreadableImageError(path, error.reason) from None
     except Exception as error:
@@ -185,6 +178,27 @@ def decode(path: str, spec: DecodeSpec) -> np.ndarray:
         # (OSError, SyntaxError, struct.error, ...); and a DecompressionBombWarning
         # arrives here as an exception when warnings are errors.
         raise UnreadableImageError(path, _reason(error)) from error
+
+
+def decode_image(image: Image.Image, spec: DecodeSpec, where: str) -> np.ndarray:
+    """A Pillow image (opened lazily or loaded) as `decode` makes a file; `where` names it in errors."""
+    try:
+        return _decode_opened(image, spec)
+    except UnreadableImageError as error:
+        raise UnreadableImageError(where, error.reason) from None
+    except Exception as error:
+        raise UnreadableImageError(where, _reason(error)) from error
+
+
+def _decode_opened(opened: Image.Image, spec: DecodeSpec) -> np.ndarray:
+    _check_pixels(opened, spec.max_pixels)
+    orientation = _orientation(opened)
+    if spec.fast_decode and opened.format in ("JPEG", "MPO"):
+        _draft(opened, spec, orientation)
+    opened.load()
+    image = _oriented(opened, orientation)
+    image = _to_color_mode(image, spec.color_mode)
+    image = _resize(image, spec)
     return _to_array(image, spec)
 
 

@@ -44,6 +44,7 @@ class ImageFolder:
             used (class subfolders or not); otherwise each visible subfolder is
             a class. With `paths`, the folder the paths are relative to.
         image_size: `(height, width)` of every image, or one int for a square.
+            Default (256, 256), as in Keras.
         label_mode: "int" (int32 class id), "categorical" (float32 one-hot),
             "binary" (float32 0/1 of shape (1,), needs exactly two classes) or
             None (images only, for `predict`).
@@ -86,6 +87,14 @@ class ImageFolder:
         paths: explicit image paths (relative to `directory` if given) instead
             of a scan, in the order given.
         labels: with `paths`: one label per path, ints from 0 or strings.
+            "inferred" (Keras's default) means from the class subfolders.
+        verbose: print what was found, as `image_dataset_from_directory`
+            does: "Found N files belonging to C classes." and, for a split,
+            "Using M files for training." (kloader's split sizes).
+
+    Arguments of `image_dataset_from_directory` and `flow_from_directory` that
+    kloader names differently (`target_size`, `class_mode`, `classes`,
+    `batch_size`, ...) raise a TypeError that names kloader's argument.
 
     Example:
         ```python
@@ -101,7 +110,7 @@ class ImageFolder:
         self,
         directory: str | os.PathLike[str] | None = None,
         *,
-        image_size: int | tuple[int, int],
+        image_size: int | tuple[int, int] = (256, 256),
         label_mode: str | None = "int",
         class_names: Sequence[str] | None = None,
         color_mode: str = "rgb",
@@ -118,8 +127,17 @@ class ImageFolder:
         fast_decode: bool | str = True,
         follow_links: bool = False,
         paths: Sequence[str | os.PathLike[str]] | None = None,
-        labels: Sequence[Any] | np.ndarray | None = None,
+        labels: Sequence[Any] | np.ndarray | str | None = None,
+        verbose: bool | int = True,
+        **other_arguments: Any,
     ):
+        _refuse_other_arguments(other_arguments)
+        if isinstance(labels, str) and labels == "inferred":
+            labels = None  # Keras's default: labels from the class subfolders
+        if isinstance(verbose, bool) or verbose in (0, 1):
+            verbose = bool(verbose)
+        else:
+            raise ValueError(f"`verbose` must be True / False (or 1 / 0), got {verbose!r}.")
         spec = decode.DecodeSpec(
             image_size=image_size,  # type: ignore[arg-type]  # validated and normalised by DecodeSpec
             color_mode=color_mode,
@@ -141,6 +159,7 @@ class ImageFolder:
         split = _validate_split(validation_split, subset, seed)
         root = None if directory is None else os.fspath(directory)
         index, names = scan.find_files(root, paths, labels, class_names, label_mode, bool(follow_links))
+        found = len(index)
         if split is not None:
             fraction, subset_name, split_seed = split
             training, validation = _split(index, fraction, split_seed, root)
@@ -154,8 +173,19 @@ class ImageFolder:
         self._index = index
         self._kept = np.arange(len(index))
         self._skipped: list[tuple[str, str]] = []
+        self._verbose = verbose
         if on_error == "skip":
             self._skip_unreadable()
+        if verbose:
+            classes = "" if label_mode is None or names is None else f" belonging to {len(names)} classes"
+            print(f"Found {found} files{classes}.")
+            if split is not None:
+                self._print_using()
+
+    def _print_using(self) -> None:
+        assert self._split is not None
+        skipped = f" ({len(self._skipped)} unreadable left out)" if self._skipped else ""
+        print(f"Using {len(self)} files for {self._split[1]}{skipped}.")
 
     # ------------------------------------------------------------- files
 
@@ -305,10 +335,14 @@ class ImageFolder:
         assert checked is not None  # a subset was given
         fraction, _, split_seed = checked
         training, validation = _split(self._index, fraction, split_seed, self._root)
-        return (
+        sides = (
             self._subset(training, (fraction, "training", split_seed)),
             self._subset(validation, (fraction, "validation", split_seed)),
         )
+        if self._verbose:
+            for side in sides:
+                side._print_using()
+        return sides
 
     def _subset(self, positions: np.ndarray, split: tuple[float, str, int]) -> ImageFolder:
         subset = object.__new__(ImageFolder)
@@ -332,6 +366,51 @@ class ImageFolder:
 
 
 # --------------------------------------------------------------- helpers
+
+_AUGMENTATION = (
+    "augmentation is a transform of the Loader: kloader.Loader(folder, batch_size=32, "
+    "transform=kloader.augment.from_image_data_generator({name}=...))"
+)
+_LOADER = "`{name}` belongs to the Loader: kloader.Loader(folder, {name}=...)"
+# Names of image_dataset_from_directory / flow_from_directory / ImageDataGenerator
+# that ImageFolder spells differently, with what to write instead.
+_RENAMED = {
+    "target_size": "use image_size=(height, width)",
+    "class_mode": 'use label_mode: "sparse" -> "int", "categorical", "binary", None; "input" -> '
+    "label_mode=None and a transform that returns (image, image)",
+    "classes": "use class_names=[...]",
+    "keep_aspect_ratio": "use crop_to_aspect_ratio=True",
+    "data_format": "images are channels last; transpose in a transform for channels first",
+    "batch_size": _LOADER,
+    "shuffle": _LOADER,
+    "workers": "workers belong to the Loader: kloader.Loader(folder, num_workers=N)",
+    "use_multiprocessing": "workers belong to the Loader: kloader.Loader(folder, num_workers=N)",
+    "save_to_dir": "see what the model sees with kloader.save_preview(loader, 'preview.png')",
+    "preprocessing_function": "pass your function as a transform: kloader.Loader(folder, "
+    "transform=lambda sample, rng: ...)",
+}
+_AUGMENTATION_ARGUMENTS = (
+    "rotation_range",
+    "width_shift_range",
+    "height_shift_range",
+    "shear_range",
+    "zoom_range",
+    "channel_shift_range",
+    "brightness_range",
+    "horizontal_flip",
+    "vertical_flip",
+    "fill_mode",
+    "cval",
+)
+
+
+def _refuse_other_arguments(arguments: dict[str, Any]) -> None:
+    for name in arguments:
+        fix = _RENAMED.get(name) or (_AUGMENTATION if name in _AUGMENTATION_ARGUMENTS else None)
+        if fix is not None:
+            raise TypeError(f"kloader.ImageFolder does not take `{name}=`: {fix.format(name=name)}.")
+    if arguments:
+        raise TypeError(f"ImageFolder() got unexpected keyword arguments: {sorted(arguments)}.")
 
 
 def _validate_split(

@@ -16,11 +16,10 @@ from kloader._core import checkpoint, epochs, order, seeding
 from kloader._core.batches import BatchMaker, Transform
 from kloader._core.cursor import Cursor
 from kloader._core.sources import ArraySource, MapSource, as_source
-from kloader._keras import calls, distributed, internals
+from kloader._keras import arguments, calls, distributed, internals
 from kloader._keras.feed import KerasFeed
 from kloader._workers import pool as workers
 
-_KERAS_ENQUEUER_ARGUMENTS = ("workers", "use_multiprocessing", "max_queue_size")
 _CACHED_PERMUTATIONS = 3
 
 
@@ -88,7 +87,14 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
     Args:
         source: an array, a tuple / list / dict of equal-length arrays (batches
             keep that structure), or any map-style dataset whose `__getitem__(i)`
-            returns one sample (an array, a tuple, or a dict of arrays).
+            returns one sample (an array, a tuple, or a dict of arrays). A
+            Hugging Face `datasets.Dataset` is read through `kloader.HFDataset`.
+            A `keras.utils.PyDataset` (its items are batches) is refused with the
+            way to migrate.
+        y: targets, as in `model.fit(x, y)`: `Loader(x, y, batch_size=32)` is
+            `Loader((x, y), batch_size=32)`. Only with arrays as `source`.
+        sample_weight: per-sample weights: `Loader(x, y, sample_weight, ...)`
+            is `Loader((x, y, sample_weight), ...)`.
         batch_size: samples per batch.
         shuffle: a new permutation every epoch (True) or source order (False).
         seed: int in [0, 2**63 - 1]; None draws one from the OS (see `seed`).
@@ -116,7 +122,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         ```python
         x = np.random.rand(1000, 8).astype("float32")
         y = np.random.randint(0, 2, size=(1000,))
-        loader = kloader.Loader((x, y), batch_size=32, seed=42)
+        loader = kloader.Loader(x, y, batch_size=32, seed=42)  # or Loader((x, y), ...)
         model.fit(loader, epochs=3)
         ```
     """
@@ -124,6 +130,8 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
     def __init__(
         self,
         source: Any,
+        y: Any = None,
+        sample_weight: Any = None,
         *,
         batch_size: int,
         shuffle: bool = True,
@@ -136,15 +144,8 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         prefetch: int = 2,
         **keras_arguments: Any,
     ):
-        for name in _KERAS_ENQUEUER_ARGUMENTS:
-            if name in keras_arguments:
-                raise TypeError(
-                    f"kloader.Loader does not take Keras's `{name}`: Keras's enqueuer never runs "
-                    "for a kloader loader. Use num_workers=N for N worker processes (and "
-                    "prefetch=K for K batches in flight per worker)."
-                )
-        if keras_arguments:
-            raise TypeError(f"Loader() got unexpected keyword arguments: {sorted(keras_arguments)}.")
+        arguments.check_keras_arguments(keras_arguments)
+        source = arguments.combine(source, y, sample_weight)
         super().__init__(workers=1, use_multiprocessing=False)
         self._batch_size: int = _positive_int(batch_size, "batch_size")
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
