@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kloader._core import seeding, tree
+from kloader._core import memory, seeding, tree
 from kloader._core.errors import GlobalRandomWarning, SampleError
 from kloader._core.global_random import GlobalRandomGuard, advice
 from kloader._core.sources import ArraySource, MapSource
@@ -125,6 +125,16 @@ class _BatchWriter:
 
     def _start(self, index: int, arrays: list[np.ndarray]) -> None:
         self.first_index = index
+        size = sum(
+            self.batch_size * array.size * dtype.itemsize
+            for array, dtype in zip(arrays, self.reference.dtypes)
+        )
+        memory.check_fits(
+            size,
+            f"A batch of {self.batch_size} samples shaped like sample {index} "
+            f"({', '.join(str(array.shape) for array in arrays)})",
+            "Use a smaller batch_size, or smaller samples (e.g. a smaller image_size).",
+        )
         for array, dtype in zip(arrays, self.reference.dtypes):
             if dtype.kind in "OUSV":
                 # Strings and objects cannot be preallocated: collect, stack at the end.

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kloader._core import seeding
+from kloader._core import memory, seeding
 from kloader._core.errors import SampleError
 from kloader._images import decode, file_index, scan
 from kloader._images.file_index import FileIndex
@@ -130,6 +130,14 @@ class ImageFolder:
             rescale=rescale,
             max_pixels=max_pixels,
             fast_decode=fast_decode if isinstance(fast_decode, str) else bool(fast_decode),
+        )
+        height, width, channels = spec.shape
+        pixels = height * width * channels
+        memory.check_fits(
+            pixels * np.dtype(spec.dtype).itemsize + pixels,  # the output, and Pillow's uint8 image
+            f"image_size={spec.image_size}: one decoded image ({height} x {width} x {channels}, "
+            f"{spec.dtype})",
+            "Use a smaller image_size: it is the size every image is resized to, not the size of the files.",
         )
         if label_mode not in LABEL_MODES:
             raise ValueError(f"`label_mode` must be one of {LABEL_MODES}, got {label_mode!r}.")
