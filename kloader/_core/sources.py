@@ -129,6 +129,11 @@ class ArraySource:
     def __len__(self) -> int:
         return self.num_samples
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled arrays come back writeable: read-only again, as made.
+        self.__dict__.update(state)
+        self.arrays = [read_only(array) for array in self.arrays]
+
     def sample(self, index: int) -> Any:
         return tree.unflatten(self.structure, [array[index] for array in self.arrays])
 

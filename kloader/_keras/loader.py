@@ -426,6 +426,29 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    # copy.copy, copy.deepcopy and pickle give an independent loader: the same
+    # settings, seed and position (epoch and batch), no workers (the copy starts
+    # its own on demand) and attached to no Keras call. Sharing the worker pool
+    # would have two loaders pulling each other's batches.
+    _NOT_COPIED = ("_pool", "_lock", "_keras_calls", "_last_keras_pass", "_permutations")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or a pickle keeps: everything but the workers and the Keras bookkeeping."""
+        with self._lock:
+            return {key: value for key, value in self.__dict__.items() if key not in self._NOT_COPIED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # Its own dtype reference and global-random guard, warned afresh.
+        self._maker = BatchMaker(self._source, self._maker.transform)
+        self._lock = threading.RLock()
+        self._pool = None
+        self._permutations = {}
+        self._last_keras_pass = None
+        self._keras_slices_epochs = False
+        self._next_keras_pass_length = None
+        self._keras_calls = calls.KerasCalls(on_last_end=_weak_method(self.close, when_gone="ignore"))
+
     def __del__(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:

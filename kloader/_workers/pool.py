@@ -400,6 +400,10 @@ class WorkerPool:
                 multiprocessing_context=context,
                 prefetch_factor=self._prefetch,
                 worker_init_fn=_watch_parent,
+                # torch draws its workers' base seed from this generator: a private one
+                # leaves the user's global torch random state untouched (and keeps the
+                # global-random guard from seeing the draw, made in the start thread).
+                generator=torch.Generator(),
             )
             self._starter = threading.Thread(
                 target=_start_in_thread,
