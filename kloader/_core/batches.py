@@ -89,10 +89,10 @@ def _store_exactly(view: np.ndarray, array: np.ndarray, index: int, path: str) -
         if array.dtype.kind in "fc":
             exact |= np.isnan(array) & np.isnan(cast)
     if not np.all(exact):
-        value = array[~exact].flat[0] if array.ndim else array.item()
+        lost = ~exact
+        value, becomes = (array[lost].flat[0], cast[lost].flat[0]) if array.ndim else (array[()], cast[()])
         raise SampleError(
-            f"Sample {index} {problem}: its value {value!r} would become "
-            f"{np.asarray(value).astype(view.dtype).item()!r}. {fix}"
+            f"Sample {index} {problem}: its value {value.item()!r} would become {becomes.item()!r}. {fix}"
         )
     view[...] = cast
 

@@ -148,7 +148,9 @@ class ImageFolder:
             )
         split = _validate_split(validation_split, subset, seed)
         root = None if directory is None else os.fspath(directory)
-        index, names = scan.find_files(root, paths, labels, class_names, label_mode, bool(follow_links))
+        index, names, unreachable = scan.find_files(
+            root, paths, labels, class_names, label_mode, bool(follow_links), on_error=on_error
+        )
         if split is not None:
             fraction, subset_name, split_seed = split
             training, validation = _split(index, fraction, split_seed, root)
@@ -163,26 +165,28 @@ class ImageFolder:
         self._kept = np.arange(len(index))
         self._skipped: list[tuple[str, str]] = []
         if on_error == "skip":
-            self._skip_unreadable()
+            self._skip_unreadable(unreachable)
 
     # ------------------------------------------------------------- files
 
-    def _skip_unreadable(self) -> None:
+    def _skip_unreadable(self, unreachable: list[tuple[str, str]]) -> None:
+        """Checks every file once and leaves out those that fail, after `unreachable` (never opened)."""
         paths = [self._full_path(p) for p in range(len(self._index))]
         with ThreadPoolExecutor(max_workers=min(_CHECK_THREADS, os.cpu_count() or 1)) as pool:
             reasons = list(pool.map(lambda path: decode.check(path, self._spec), paths))
         bad = [position for position, reason in enumerate(reasons) if reason is not None]
-        self._skipped = [(paths[p], reasons[p] or "") for p in bad]
+        self._skipped = list(unreachable) + [(paths[p], reasons[p] or "") for p in bad]
         self._kept = np.flatnonzero(np.array([reason is None for reason in reasons], dtype=bool))
         if len(self._kept) == 0:
             raise ValueError(
                 f"None of the {len(paths)} image files in {self._where()} can be read; the first: "
                 f"{self._skipped[0][0]}: {self._skipped[0][1]}."
             )
-        if bad:
+        if self._skipped:
             first_path, first_reason = self._skipped[0]
+            total = len(paths) + len(unreachable)
             warnings.warn(
-                f"kloader.ImageFolder skipped {len(bad)} of {len(paths)} files that cannot be read "
+                f"kloader.ImageFolder skipped {len(self._skipped)} of {total} files that cannot be read "
                 f"(listed in .skipped); the first: {first_path}: {first_reason}",
                 UserWarning,
                 stacklevel=3,

@@ -132,13 +132,14 @@ def describe_problems(problems: list[tuple[str, str]]) -> str:
     return f"{listing}{more}"
 
 
-def _refuse_problems(problems: list[tuple[str, str]]) -> None:
+def refuse_problems(problems: list[tuple[str, str]]) -> None:
     if problems:
         raise ValueError(
             f"kloader cannot use {len(problems)} entries of the image folder, and will not leave "
             f"them out silently: {describe_problems(problems)}. Make folders readable (chmod), "
             "and move anything that is not an image file (named pipes, sockets, broken links) "
-            "out of the folder or rename it without an image extension."
+            "out of the folder or rename it without an image extension; or pass "
+            "on_error='skip' to leave them out (listed in .skipped)."
         )
 
 
@@ -164,8 +165,17 @@ def find_files(
     class_names: Sequence[str] | None,
     label_mode: str | None,
     follow_links: bool,
-) -> tuple[FileIndex, list[str] | None]:
-    """The files and class names: from explicit `paths`, or by scanning `root`."""
+    *,
+    on_error: str = "raise",
+) -> tuple[FileIndex, list[str] | None, list[tuple[str, str]]]:
+    """The files, the class names, and (path, why) of what the scan could not use.
+
+    From explicit `paths`, or by scanning `root`. What the scan could not use
+    (folders it cannot list, image names that are not regular files) is
+    refused with on_error="raise", and returned to be listed as skipped with
+    on_error="skip".
+    """
+    problems: list[tuple[str, str]] = []
     if paths is not None:
         index, names = _explicit_index(root, paths, labels, class_names, label_mode)
     else:
@@ -176,17 +186,23 @@ def find_files(
             )
         if root is None:
             raise TypeError("ImageFolder needs a `directory` (or `paths`).")
-        index, names = _scan_folder(root, class_names, label_mode, follow_links)
+        index, names = _scan_folder(root, class_names, label_mode, follow_links, problems)
+        if on_error == "raise":
+            refuse_problems(problems)
     if label_mode == "binary" and names is not None and len(names) != 2:
         raise ValueError(
             f'label_mode="binary" needs exactly 2 classes, found {len(names)}: {names}. Use '
             'label_mode="int" or "categorical" for more classes.'
         )
-    return index, names
+    return index, names, problems
 
 
 def _scan_folder(
-    root: str, class_names: Sequence[str] | None, label_mode: str | None, follow_links: bool
+    root: str,
+    class_names: Sequence[str] | None,
+    label_mode: str | None,
+    follow_links: bool,
+    problems: list[tuple[str, str]],
 ) -> tuple[FileIndex, list[str] | None]:
     if not os.path.exists(root):
         raise FileNotFoundError(
@@ -199,7 +215,7 @@ def _scan_folder(
         if class_names is not None:
             raise ValueError("`class_names` needs labels; with label_mode=None leave it out.")
         walk = walk_images(root, follow_links=follow_links)
-        _refuse_problems(walk.problems)
+        problems.extend(walk.problems)
         if not walk.images:
             raise ValueError(
                 f"No images found in {root!r} or below it (looked for {extensions}; "
@@ -222,7 +238,7 @@ def _scan_folder(
         )
     names = _select_classes(root, folders, class_names)
     walks = {name: walk_images(os.path.join(root, name), follow_links=follow_links) for name in names}
-    _refuse_problems([problem for walk in walks.values() for problem in walk.problems])
+    problems.extend(problem for walk in walks.values() for problem in walk.problems)
     _refuse_shared_folders(walks, root)
     found_paths: list[str] = []
     labels: list[int] = []
