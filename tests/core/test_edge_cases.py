@@ -349,6 +349,16 @@ def test_transform_using_rng_does_not_warn(num_workers: int) -> None:
     assert global_random_warnings(two_epochs) == []
 
 
+def test_starting_workers_leaves_torch_global_random_state_alone() -> None:
+    """torch draws its workers' base seed from a private generator, not from the user's global one."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    loader = kloader.Loader(IdDataset(32), batch_size=4, seed=1, transform=jitter, num_workers=2)
+    with loader:
+        list(loader)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 # ------------------------------------------------------------------ copies
 
 
