@@ -217,7 +217,14 @@ class BatchMaker:
         every batch of every epoch has the same dtypes. Read once per process.
         """
         if self._reference is None:
-            self._reference = reference_of(self._sample(seed, 0, 0))
+            try:
+                sample = self._sample(seed, 0, 0)
+            except SampleError as error:
+                raise SampleError(
+                    f"{error} (every process reads source sample 0 first: its dtypes are the "
+                    "dtypes of every batch, so it must be readable)"
+                ) from error.__cause__
+            self._reference = reference_of(sample)
         return self._reference
 
     def take_notices(self) -> list[str]:
