@@ -237,6 +237,25 @@ def test_named_pipe_with_an_image_extension_is_refused_never_opened(tmp_path: Pa
     assert "SKIPPED 4" in result.stdout and "pipe.jpg" in result.stdout.split("SKIPPED")[1]
 
 
+def test_named_pipe_among_explicit_paths_is_never_opened(tmp_path: Path) -> None:
+    """paths=[..., a FIFO]: reading it is a SampleError naming it, and on_error='skip' leaves it out."""
+    image = images.write_pattern(tmp_path / "a.png")
+    _mkfifo(tmp_path / "pipe.png")
+    paths = [str(image), str(tmp_path / "pipe.png")]
+    code = (
+        "import kloader, warnings\n"
+        f"folder = kloader.ImageFolder(paths={paths!r}, labels=[0, 1], image_size=8)\n"
+        "try:\n    folder[1]\nexcept kloader.SampleError as error:\n    print('REFUSED', error)\n"
+        "with warnings.catch_warnings():\n    warnings.simplefilter('ignore')\n"
+        f"    skipping = kloader.ImageFolder(paths={paths!r}, labels=[0, 1], image_size=8, on_error='skip')\n"
+        "print('KEPT', len(skipping))\n"
+    )
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "REFUSED Sample 1: cannot read image" in result.stdout and "not a regular file" in result.stdout
+    assert "KEPT 1" in result.stdout
+
+
 def test_inspect_reports_a_named_pipe_without_opening_it(tmp_path: Path) -> None:
     """`python -m kloader inspect` finishes and counts the FIFO as unreadable."""
     images.make_folder(tmp_path, {"cats": 2, "dogs": 2})
