@@ -23,7 +23,10 @@ as cheaply as it can be:
 
 Reseeding a global generator inside a transform (`np.random.seed(index)`)
 moves it too, and is reported as well: it still shares state across threads
-and hides the dependency that `rng` makes explicit.
+and hides the dependency that `rng` makes explicit. The states are global, so
+a draw made by another thread of the same process while a sample is being
+made would be reported too; kloader's own threads make none (its worker pool
+draws torch's base seed from a private generator).
 """
 
 from __future__ import annotations
