@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 _ALWAYS_FIRST = 16
-_EVERY = 16
+_EVERY = 64
 # MT19937's state struct: uint32 key[624], then int pos.
 _MT19937_WORDS = 624
 
