@@ -175,6 +175,18 @@ def as_source(source: Any) -> ArraySource | MapSource:
             "ambiguous. For a list of samples, stack them (np.stack(samples)) or pass a tuple of "
             "columns, e.g. (images, labels)."
         )
+    if (
+        isinstance(source, list)
+        and 2 <= len(source) <= _MAX_LIST_COLUMNS
+        and all(isinstance(item, list) for item in source)
+        and len({len(item) for item in source}) == 1
+    ):
+        # [x_list, y_list] (columns) and [[1, 2, 3], [4, 5, 6]] (samples) look alike.
+        raise ValueError(
+            f"The source is a list of {len(source)} equal-length Python lists: kloader cannot "
+            "tell columns ([x_list, y_list]) from samples. For columns pass a tuple, "
+            "(x_list, y_list); for samples pass np.asarray(samples) or a map-style dataset."
+        )
     if isinstance(source, (tuple, Mapping)):
         source = _lists_as_columns(source)
     result: ArraySource | MapSource

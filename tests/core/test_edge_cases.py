@@ -153,6 +153,12 @@ def test_python_lists_of_different_lengths_are_refused() -> None:
         kloader.Loader(([1.0, 2.0, 3.0], [0, 1]), batch_size=2, seed=0)
 
 
+def test_a_list_of_two_python_lists_is_refused_as_ambiguous() -> None:
+    """[x_list, y_list] could be columns or two samples: refused with both fixes, never 2 samples."""
+    with pytest.raises(ValueError, match=r"cannot tell columns.*\(x_list, y_list\).*np.asarray\(samples\)"):
+        kloader.Loader([[0.0, 1.0, 2.0], [0, 1, 2]], batch_size=2, seed=0)
+
+
 # ------------------------------------------------------------------ settings
 
 
