@@ -72,7 +72,10 @@ class ImageFolder:
             every file is checked once, here (a 1/8-scale decode for JPEGs, a
             full decode for other formats), and unreadable ones are left out;
             they are listed in `skipped` and counted in a warning. The same
-            files are skipped on every backend, worker count and run.
+            files are skipped on every backend, worker count and run. Folders
+            the scan cannot list, and image names that are not regular files
+            (never opened: a named pipe would block), are refused by path
+            with "raise" and listed in `skipped` with "skip".
         max_pixels: refuse images with more pixels (decompression bombs).
             Default: Pillow's limit, about 89.5 megapixels.
         fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT
@@ -82,7 +85,9 @@ class ImageFolder:
             still as large as needed (Pillow's `draft(mode, size)`): faster
             again, about 1 level of 255 softer. False: always decode in full.
         follow_links: enter folders that are symbolic links (each real folder
-            once). Class folders that are links are always used.
+            once). Class folders that are links are always used. A link that
+            lets two classes reach the same folder (a link back up the tree)
+            is refused: no image is filed under two classes.
         paths: explicit image paths (relative to `directory` if given) instead
             of a scan, in the order given.
         labels: with `paths`: one label per path, ints from 0 or strings.
