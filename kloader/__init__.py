@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kloader._core.errors import SampleError, WorkerError
+from kloader._core.errors import GlobalRandomWarning, SampleError, WorkerError
 
 if TYPE_CHECKING:
     from kloader._images.folder import ImageFolder
@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackupAndRestore",
     "EpochSync",
+    "GlobalRandomWarning",
     "HFDataset",
     "ImageFolder",
     "Loader",

@@ -7,17 +7,29 @@ bit-for-bit the same wherever it is made. It never imports Keras.
 Samples are written into the batch one at a time, as they are made, into
 arrays obtained from `allocate` (shared memory in workers), so a batch is never
 held twice.
+
+Dtypes: each part of a batch has the dtype of that part of source sample 0
+(after the transform), so the dtypes never depend on the order a shuffle puts
+samples in. A sample of another dtype is stored only when every value
+survives the cast (an int32 into int64, or an int64 that fits in int32);
+otherwise it is refused with its index (2**40 + 5 never becomes 5, 1e5 never
+becomes inf in float16).
+
+Every sample is also watched for draws from global random generators (see
+`global_random`): the first is warned about once per loader.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from kloader._core import seeding, tree
-from kloader._core.errors import SampleError
+from kloader._core import memory, seeding, tree
+from kloader._core.errors import GlobalRandomWarning, SampleError
+from kloader._core.global_random import GlobalRandomGuard, advice
 from kloader._core.sources import ArraySource, MapSource
 
 # allocate(shape, dtype) -> (NumPy view to write into, object that owns the memory)
@@ -44,42 +56,92 @@ def _as_array(leaf: Any, index: int, path: str) -> np.ndarray:
     return np.asarray(leaf)
 
 
-class _BatchWriter:
-    """Stacks samples into batch arrays, checking each against the first."""
+class Reference(NamedTuple):
+    """What every batch is built to: the structure and dtypes of source sample 0."""
 
-    def __init__(self, batch_size: int, allocate: Allocate):
+    structure: tree.Structure
+    dtypes: list[np.dtype]
+
+
+def reference_of(sample: Any) -> Reference:
+    leaves, structure = tree.flatten(sample)
+    paths = tree.leaf_paths(structure, "sample")
+    return Reference(structure, [_as_array(leaf, 0, path).dtype for leaf, path in zip(leaves, paths)])
+
+
+def _store_exactly(view: np.ndarray, array: np.ndarray, index: int, path: str) -> None:
+    """Writes `array` into `view` when every value survives the cast, else says which does not."""
+    if array.dtype == view.dtype or np.can_cast(array.dtype, view.dtype, casting="safe"):
+        np.copyto(view, array, casting="unsafe")
+        return
+    problem = f"has dtype {array.dtype} at {path}, but the batch dtype is {view.dtype}"
+    fix = (
+        "The batch dtype of each part is the dtype of source sample 0 (after the transform), "
+        "whatever the order; a sample of another dtype is stored only when its values fit "
+        "exactly. Return the same dtype from every sample (e.g. .astype(np.float32) in the "
+        "source or the transform)."
+    )
+    if array.dtype.kind not in "biufc" or view.dtype.kind not in "biufc":
+        raise SampleError(f"Sample {index} {problem}, which cannot hold it. {fix}")
+    with np.errstate(all="ignore"):
+        cast = array.astype(view.dtype)
+        exact = cast.astype(array.dtype) == array
+        if array.dtype.kind in "fc":
+            exact |= np.isnan(array) & np.isnan(cast)
+    if not np.all(exact):
+        lost = ~exact
+        value, becomes = (array[lost].flat[0], cast[lost].flat[0]) if array.ndim else (array[()], cast[()])
+        raise SampleError(
+            f"Sample {index} {problem}: its value {value.item()!r} would become {becomes.item()!r}. {fix}"
+        )
+    view[...] = cast
+
+
+class _BatchWriter:
+    """Stacks samples into batch arrays, each to the structure and dtypes of the reference."""
+
+    def __init__(self, batch_size: int, allocate: Allocate, reference: Reference):
         self.batch_size = batch_size
         self.allocate = allocate
-        self.structure: tree.Structure = None
+        self.reference = reference
         self.first_index = -1
         self.views: list[Any] = []
         self.owners: list[Any] = []
-        self.paths: list[str] = []
+        self.paths: list[str] = tree.leaf_paths(reference.structure, "sample")
 
     def add(self, position: int, index: int, sample: Any) -> None:
         leaves, structure = tree.flatten(sample)
-        if position == 0:
-            self._start(index, structure, leaves)
-        elif structure != self.structure:
+        if structure != self.reference.structure:
             raise SampleError(
-                f"Sample {index} has structure {tree.describe(structure)} but sample "
-                f"{self.first_index} has {tree.describe(self.structure)}. Every sample must "
-                "have the same structure (same tuple length, same dict keys)."
+                f"Sample {index} has structure {tree.describe(structure)} but sample 0 has "
+                f"{tree.describe(self.reference.structure)}. Every sample must have the same "
+                "structure (same tuple length, same dict keys)."
             )
-        for leaf, path, view in zip(leaves, self.paths, self.views):
-            self._write(position, index, _as_array(leaf, index, path), path, view)
+        arrays = [_as_array(leaf, index, path) for leaf, path in zip(leaves, self.paths)]
+        if position == 0:
+            self._start(index, arrays)
+        for array, path, view in zip(arrays, self.paths, self.views):
+            self._write(position, index, array, path, view)
 
-    def _start(self, index: int, structure: tree.Structure, leaves: list[Any]) -> None:
-        self.structure, self.first_index = structure, index
-        self.paths = tree.leaf_paths(structure, "sample")
-        for leaf, path in zip(leaves, self.paths):
-            array = _as_array(leaf, index, path)
-            if array.dtype.kind in "OUSV":
+    def _start(self, index: int, arrays: list[np.ndarray]) -> None:
+        self.first_index = index
+        size = sum(
+            self.batch_size * array.size * dtype.itemsize
+            for array, dtype in zip(arrays, self.reference.dtypes)
+        )
+        memory.check_fits(
+            size,
+            f"A batch of {self.batch_size} samples shaped like sample {index} "
+            f"({', '.join(str(array.shape) for array in arrays)})",
+            "Use a smaller batch_size, or smaller samples (e.g. a smaller image_size).",
+        )
+        for array, dtype in zip(arrays, self.reference.dtypes):
+            if dtype.kind in "OUSV":
                 # Strings and objects cannot be preallocated: collect, stack at the end.
                 self.views.append([])
                 self.owners.append(None)
             else:
-                view, owner = self.allocate((self.batch_size,) + array.shape, array.dtype)
+                view, owner = self.allocate((self.batch_size,) + array.shape, dtype)
                 self.views.append(view)
                 self.owners.append(owner)
 
@@ -93,21 +155,14 @@ class _BatchWriter:
                 f"has shape {view.shape[1:]}. Samples in a batch must have equal shapes: resize "
                 "or pad them in the source or in the transform."
             )
-        try:
-            np.copyto(view[position, ...], array, casting="same_kind")
-        except TypeError as exc:
-            raise SampleError(
-                f"Sample {index} has dtype {array.dtype} at {path}, which cannot be stored with "
-                f"dtype {view.dtype} of sample {self.first_index}. Return the same dtype from "
-                "every sample."
-            ) from exc
+        _store_exactly(view[position, ...], array, index, path)
 
     def finish(self) -> Any:
         owners = [
             np.array(view) if isinstance(view, list) else owner
             for view, owner in zip(self.views, self.owners)
         ]
-        return tree.unflatten(self.structure, owners)
+        return tree.unflatten(self.reference.structure, owners)
 
 
 class BatchMaker:
@@ -122,6 +177,13 @@ class BatchMaker:
     def __init__(self, source: ArraySource | MapSource, transform: Transform | None):
         self.source = source
         self.transform = transform
+        self._reference: Reference | None = None
+        # Until one is noticed in this process; then None (warned once, no more cost).
+        self._guard: GlobalRandomGuard | None = GlobalRandomGuard()
+        # Workers set this: what they notice goes back to the main process to be warned there.
+        self.collect_notices = False
+        self._notices: list[str] = []
+        self._warned = False
 
     @property
     def gathers(self) -> bool:
@@ -143,12 +205,51 @@ class BatchMaker:
     def make(self, seed: int, epoch: int, indices: np.ndarray, allocate: Allocate = allocate_local) -> Any:
         if self.transform is None and isinstance(self.source, ArraySource):  # self.gathers
             return self.source.gather(indices, allocate)
-        writer = _BatchWriter(len(indices), allocate)
+        writer = _BatchWriter(len(indices), allocate, self.reference(seed))
         for position, index in enumerate(indices.tolist()):
             writer.add(position, index, self._sample(seed, epoch, index))
         return writer.finish()
 
+    def reference(self, seed: int) -> Reference:
+        """The structure and dtypes of every batch: those of source sample 0, epoch 0.
+
+        Fixed by the source, not by whichever sample a shuffle puts first, so
+        every batch of every epoch has the same dtypes. Read once per process.
+        """
+        if self._reference is None:
+            try:
+                sample = self._sample(seed, 0, 0)
+            except SampleError as error:
+                raise SampleError(
+                    f"{error} (every process reads source sample 0 first: its dtypes are the "
+                    "dtypes of every batch, so it must be readable)"
+                ) from error.__cause__
+            self._reference = reference_of(sample)
+        return self._reference
+
+    def take_notices(self) -> list[str]:
+        """The global-random notices made since the last call (workers send these back)."""
+        notices, self._notices = self._notices, []
+        return notices
+
+    def warn(self, notices: list[str]) -> None:
+        """Warns, once per maker, about the first notice (from this process or a worker)."""
+        if notices and not self._warned:
+            self._warned = True
+            self._guard = None
+            warnings.warn(notices[0], GlobalRandomWarning, stacklevel=2)
+
+    def _notice(self, names: list[str], index: int, where: str) -> None:
+        self._guard = None
+        message = advice(names, index, where)
+        if self.collect_notices:
+            self._notices.append(message)
+        else:
+            self.warn([message])
+
     def _sample(self, seed: int, epoch: int, index: int) -> Any:
+        guard = self._guard
+        before = guard.snapshot() if guard is not None else None
         try:
             sample = self.source.sample(index)
         except SampleError:
@@ -157,6 +258,11 @@ class BatchMaker:
             raise SampleError(
                 f"Reading sample {index} (epoch {epoch}) failed with {type(exc).__name__}: {exc}"
             ) from exc
+        if before is not None:
+            moved = GlobalRandomGuard.moved(before)
+            if moved:
+                self._notice(moved, index, "The source's __getitem__")
+                before = None
         if sample is None:
             raise SampleError(
                 f"The source returned None for sample {index}. __getitem__ must return the "
@@ -171,6 +277,10 @@ class BatchMaker:
                 f"transform(sample, rng) failed on sample {index} (epoch {epoch}) with "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if before is not None:
+            moved = GlobalRandomGuard.moved(before)
+            if moved:
+                self._notice(moved, index, "The transform")
         if sample is None:
             raise SampleError(
                 f"transform(sample, rng) returned None for sample {index}. A transform must "

@@ -1,4 +1,4 @@
-"""The errors kloader raises for bad samples and failed workers."""
+"""The errors kloader raises for bad samples and failed workers, and the warning for global randomness."""
 
 from __future__ import annotations
 
@@ -57,3 +57,21 @@ class SampleError(_KeepsItsCause):
 
 class WorkerError(_KeepsItsCause, RuntimeError):
     """A worker process died or could not start; the message says which and what to do."""
+
+
+class GlobalRandomWarning(UserWarning):
+    """A source or transform drew from a global random generator instead of `rng`.
+
+    Its batches then differ per run, per `num_workers` and after a resume. The
+    warning names the generator and the sample; the fix is to draw from the
+    `rng` argument of `transform(sample, rng)`. Given once per loader, with any
+    `num_workers` (a worker's warning is raised in the main process).
+
+    Example:
+        ```python
+        def transform(sample, rng):
+            return sample + np.random.normal()  # GlobalRandomWarning: use rng.normal()
+
+        loader = kloader.Loader(x, batch_size=32, seed=1, transform=transform)
+        ```
+    """

@@ -6,6 +6,8 @@
   (nested tuples and dicts allowed), as in `model.fit(x, y)`. Batches are
   gathered with one NumPy `take` per array. The worker layer sends the
   arrays to worker processes once, as shared memory (`SharedArraySource`).
+  Python lists in a tuple or dict, `(x_list, y_list)`, are read as columns
+  too when they have one entry per sample (`_lists_as_columns`).
 - `MapSource`: anything with `__len__` and `__getitem__(i)` returning one sample
   (an array, a tuple, or a dict of arrays and scalars), a
   `torch.utils.data.Dataset` included.
@@ -47,6 +49,57 @@ def is_array_structure(obj: Any) -> bool:
     return _is_array_structure(obj)
 
 
+def _leaf_lengths(source: Any) -> set[int]:
+    leaves, _ = tree.flatten(source)
+    return {len(leaf) if getattr(leaf, "ndim", 1) else -1 for leaf in leaves}
+
+
+def _lists_as_columns(source: Any) -> Any:
+    """`(x_list, y_list)` or `{"x": x_list, ...}` with one entry per sample, as arrays.
+
+    Without this, a tuple of two lists would be a map-style dataset of two
+    samples. A list of arrays that are themselves columns, `([a, b], y)` as in
+    `fit(x=[a, b], y)`, is left as it is.
+    """
+    items = list(source.values()) if isinstance(source, Mapping) else list(source)
+    names = [f"source[{key!r}]" for key in source] if isinstance(source, Mapping) else None
+    names = names or [f"source[{i}]" for i in range(len(items))]
+    if not any(isinstance(item, list) for item in items):
+        return source
+    if _is_array_structure(source) and len(_leaf_lengths(source)) == 1:
+        return source
+    lengths = {
+        name: len(item) for name, item in zip(names, items) if isinstance(item, list) or _is_array(item)
+    }
+    if len(lengths) != len(items) or len(set(lengths.values())) != 1:
+        listing = ", ".join(f"{name} has {length}" for name, length in lengths.items())
+        raise ValueError(
+            f"The source is a {type(source).__name__} holding Python lists ({listing}), which "
+            "kloader cannot read as columns with one entry per sample. Pass equal-length "
+            "columns, e.g. (np.asarray(x_list), np.asarray(y_list)), or a map-style dataset "
+            "whose __getitem__(i) returns sample i."
+        )
+    columns = []
+    for name, item in zip(names, items):
+        if not isinstance(item, list):
+            columns.append(item)
+            continue
+        try:
+            column = np.asarray(item)
+        except ValueError:  # ragged: NumPy refuses to stack it
+            column = None
+        if column is None or column.dtype == object:
+            raise ValueError(
+                f"{name} is a list of {len(item)} samples that do not stack into one array (their "
+                "shapes or types differ). Give every entry the same shape, or pass a map-style "
+                "dataset whose __getitem__(i) returns sample i and resize in the transform."
+            )
+        columns.append(column)
+    if isinstance(source, Mapping):
+        return dict(zip(source, columns))
+    return tuple(columns)
+
+
 def read_only(array: np.ndarray) -> np.ndarray:
     # A transform gets rows of these arrays; writing into them would change the
     # source for every later epoch (and, in workers, for every worker).
@@ -80,6 +133,11 @@ class ArraySource:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled arrays come back writeable: read-only again, as made.
+        self.__dict__.update(state)
+        self.arrays = [read_only(array) for array in self.arrays]
 
     def sample(self, index: int) -> Any:
         return tree.unflatten(self.structure, [array[index] for array in self.arrays])
@@ -122,6 +180,20 @@ def as_source(source: Any) -> ArraySource | MapSource:
             "ambiguous. For a list of samples, stack them (np.stack(samples)) or pass a tuple of "
             "columns, e.g. (images, labels)."
         )
+    if (
+        isinstance(source, list)
+        and 2 <= len(source) <= _MAX_LIST_COLUMNS
+        and all(isinstance(item, list) for item in source)
+        and len({len(item) for item in source}) == 1
+    ):
+        # [x_list, y_list] (columns) and [[1, 2, 3], [4, 5, 6]] (samples) look alike.
+        raise ValueError(
+            f"The source is a list of {len(source)} equal-length Python lists: kloader cannot "
+            "tell columns ([x_list, y_list]) from samples. For columns pass a tuple, "
+            "(x_list, y_list); for samples pass np.asarray(samples) or a map-style dataset."
+        )
+    if isinstance(source, (tuple, Mapping)):
+        source = _lists_as_columns(source)
     result: ArraySource | MapSource
     if _is_array_structure(source):
         result = ArraySource(source)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
+import stat
 from typing import Any
 
 import numpy as np
@@ -169,6 +171,11 @@ def decode(path: str, spec: DecodeSpec) -> np.ndarray:
         UnreadableImageError: naming the path and Pillow's reason.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # A named pipe would block the read forever; a device could be endless.
+            raise UnreadableImageError(
+                path, "not a regular file (a named pipe, socket or device); never opened"
+            )
         with Image.open(path) as opened:
             return _decode_opened(opened, spec)
     except UnreadableImageError as error:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kloader._core import seeding
+from kloader._core import memory, seeding
 from kloader._core.errors import SampleError
 from kloader._images import decode, file_index, scan
 from kloader._images.file_index import FileIndex
@@ -73,7 +73,10 @@ class ImageFolder:
             every file is checked once, here (a 1/8-scale decode for JPEGs, a
             full decode for other formats), and unreadable ones are left out;
             they are listed in `skipped` and counted in a warning. The same
-            files are skipped on every backend, worker count and run.
+            files are skipped on every backend, worker count and run. Folders
+            the scan cannot list, and image names that are not regular files
+            (never opened: a named pipe would block), are refused by path
+            with "raise" and listed in `skipped` with "skip".
         max_pixels: refuse images with more pixels (decompression bombs).
             Default: Pillow's limit, about 89.5 megapixels.
         fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT
@@ -83,7 +86,9 @@ class ImageFolder:
             still as large as needed (Pillow's `draft(mode, size)`): faster
             again, about 1 level of 255 softer. False: always decode in full.
         follow_links: enter folders that are symbolic links (each real folder
-            once). Class folders that are links are always used.
+            once). Class folders that are links are always used. A link that
+            lets two classes reach the same folder (a link back up the tree)
+            is refused: no image is filed under two classes.
         paths: explicit image paths (relative to `directory` if given) instead
             of a scan, in the order given.
         labels: with `paths`: one label per path, ints from 0 or strings.
@@ -149,6 +154,14 @@ class ImageFolder:
             max_pixels=max_pixels,
             fast_decode=fast_decode if isinstance(fast_decode, str) else bool(fast_decode),
         )
+        height, width, channels = spec.shape
+        pixels = height * width * channels
+        memory.check_fits(
+            pixels * np.dtype(spec.dtype).itemsize + pixels,  # the output, and Pillow's uint8 image
+            f"image_size={spec.image_size}: one decoded image ({height} x {width} x {channels}, "
+            f"{spec.dtype})",
+            "Use a smaller image_size: it is the size every image is resized to, not the size of the files.",
+        )
         if label_mode not in LABEL_MODES:
             raise ValueError(f"`label_mode` must be one of {LABEL_MODES}, got {label_mode!r}.")
         if on_error not in ON_ERROR:
@@ -158,7 +171,9 @@ class ImageFolder:
             )
         split = _validate_split(validation_split, subset, seed)
         root = None if directory is None else os.fspath(directory)
-        index, names = scan.find_files(root, paths, labels, class_names, label_mode, bool(follow_links))
+        index, names, unreachable = scan.find_files(
+            root, paths, labels, class_names, label_mode, bool(follow_links), on_error=on_error
+        )
         found = len(index)
         if split is not None:
             fraction, subset_name, split_seed = split
@@ -175,7 +190,7 @@ class ImageFolder:
         self._skipped: list[tuple[str, str]] = []
         self._verbose = verbose
         if on_error == "skip":
-            self._skip_unreadable()
+            self._skip_unreadable(unreachable)
         if verbose:
             classes = "" if label_mode is None or names is None else f" belonging to {len(names)} classes"
             print(f"Found {found} files{classes}.")
@@ -189,22 +204,24 @@ class ImageFolder:
 
     # ------------------------------------------------------------- files
 
-    def _skip_unreadable(self) -> None:
+    def _skip_unreadable(self, unreachable: list[tuple[str, str]]) -> None:
+        """Checks every file once and leaves out those that fail, after `unreachable` (never opened)."""
         paths = [self._full_path(p) for p in range(len(self._index))]
         with ThreadPoolExecutor(max_workers=min(_CHECK_THREADS, os.cpu_count() or 1)) as pool:
             reasons = list(pool.map(lambda path: decode.check(path, self._spec), paths))
         bad = [position for position, reason in enumerate(reasons) if reason is not None]
-        self._skipped = [(paths[p], reasons[p] or "") for p in bad]
+        self._skipped = list(unreachable) + [(paths[p], reasons[p] or "") for p in bad]
         self._kept = np.flatnonzero(np.array([reason is None for reason in reasons], dtype=bool))
         if len(self._kept) == 0:
             raise ValueError(
                 f"None of the {len(paths)} image files in {self._where()} can be read; the first: "
                 f"{self._skipped[0][0]}: {self._skipped[0][1]}."
             )
-        if bad:
+        if self._skipped:
             first_path, first_reason = self._skipped[0]
+            total = len(paths) + len(unreachable)
             warnings.warn(
-                f"kloader.ImageFolder skipped {len(bad)} of {len(paths)} files that cannot be read "
+                f"kloader.ImageFolder skipped {len(self._skipped)} of {total} files that cannot be read "
                 f"(listed in .skipped); the first: {first_path}: {first_reason}",
                 UserWarning,
                 stacklevel=3,

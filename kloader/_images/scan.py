@@ -5,13 +5,18 @@ Each visible subfolder of the folder is a class (sorted names, or the order of
 hidden files and folders are ignored. Source order is
 image_dataset_from_directory's: class by class, folders sorted by path, files
 sorted by name. Every way this can find nothing raises an error that says
-where it looked and for which extensions.
+where it looked and for which extensions, and nothing is left out silently:
+a folder that cannot be read, an image name that is not a regular file (a
+named pipe would block the first read forever, so it is never opened) and,
+with `follow_links`, a folder reached from two classes are refused by path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
+import stat
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,32 +46,116 @@ def list_class_folders(directory: str) -> list[str]:
     )
 
 
-def walk_images(directory: str, *, follow_links: bool) -> tuple[list[str], list[str]]:
-    """(image paths, other file names) under `directory`, recursively.
+@dataclasses.dataclass
+class Walk:
+    """What a recursive walk of one folder found.
 
-    Image paths are relative to `directory`, in image_dataset_from_directory's
-    order (folders sorted by path, files sorted by name). Hidden files and
-    folders (names starting with ".") are left out. With `follow_links`, linked
-    folders are entered, each real folder once (no endless loops).
+    Attributes:
+        images: image paths relative to the folder, in image_dataset_from_directory's
+            order (folders sorted by path, files sorted by name).
+        others: names of visible files without an image extension.
+        problems: (path, why) of what the walk could not use and did not open:
+            folders it cannot list, and image names that are not regular files
+            (a named pipe would block the first read forever).
+        folders: (device, inode) of every real folder entered.
     """
-    seen: set[tuple[int, int]] = set()
+
+    images: list[str]
+    others: list[str]
+    problems: list[tuple[str, str]]
+    folders: set[tuple[int, int]]
+
+
+def _not_regular(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a link to nothing (its target is missing)"
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return f"{kind}, not a regular file"
+    return "not a regular file"
+
+
+def walk_images(directory: str, *, follow_links: bool) -> Walk:
+    """Every image file under `directory`, recursively, and what could not be used.
+
+    Hidden files and folders (names starting with ".") are left out. With
+    `follow_links`, linked folders are entered, each real folder once (no
+    endless loops). Only regular files (or links to them) are listed as images:
+    nothing else is ever opened.
+    """
+    walk = Walk([], [], [], set())
     folders: list[tuple[str, list[str]]] = []
-    others: list[str] = []
-    for root, dirnames, filenames in os.walk(directory, followlinks=follow_links):
-        if follow_links:
+    pending = [directory]
+    while pending:
+        root = pending.pop()
+        try:
             status = os.stat(root)
-            if (status.st_dev, status.st_ino) in seen:
-                dirnames[:] = []
+            entries = list(os.scandir(root))
+        except OSError as error:
+            walk.problems.append((root, f"folder cannot be read ({error.strerror or error})"))
+            continue
+        if (status.st_dev, status.st_ino) in walk.folders:
+            continue
+        walk.folders.add((status.st_dev, status.st_ino))
+        names = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            seen.add((status.st_dev, status.st_ino))
-        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
-        folders.append((root, [name for name in filenames if is_image_name(name)]))
-        others.extend(name for name in filenames if not name.startswith(".") and not is_image_name(name))
-    paths: list[str] = []
+            if entry.is_dir():
+                if follow_links or not entry.is_symlink():
+                    pending.append(entry.path)
+            elif not is_image_name(entry.name):
+                walk.others.append(entry.name)
+            elif entry.is_file():
+                names.append(entry.name)
+            else:
+                walk.problems.append((entry.path, _not_regular(entry.path)))
+        folders.append((root, names))
     for root, names in sorted(folders, key=lambda folder: folder[0]):
         relative = os.path.relpath(root, directory)
-        paths.extend(name if relative == "." else os.path.join(relative, name) for name in sorted(names))
-    return paths, others
+        walk.images.extend(
+            name if relative == "." else os.path.join(relative, name) for name in sorted(names)
+        )
+    return walk
+
+
+def describe_problems(problems: list[tuple[str, str]]) -> str:
+    listing = "; ".join(f"{path}: {why}" for path, why in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return f"{listing}{more}"
+
+
+def refuse_problems(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise ValueError(
+            f"kloader cannot use {len(problems)} entries of the image folder, and will not leave "
+            f"them out silently: {describe_problems(problems)}. Make folders readable (chmod), "
+            "and move anything that is not an image file (named pipes, sockets, broken links) "
+            "out of the folder or rename it without an image extension; or pass "
+            "on_error='skip' to leave them out (listed in .skipped)."
+        )
+
+
+def _refuse_shared_folders(walks: dict[str, Walk], root: str) -> None:
+    """No real folder (so no file) may be reached from two classes, e.g. by a link back up the tree."""
+    owner: dict[tuple[int, int], str] = {}
+    for name, walk in walks.items():
+        for folder in walk.folders:
+            if folder in owner and owner[folder] != name:
+                raise ValueError(
+                    f"With follow_links=True the class folders {owner[folder]!r} and {name!r} of "
+                    f"{root!r} reach the same folder through a link, so its images would be "
+                    "filed under both classes. Remove the link (a link back up the tree, or into "
+                    "another class), or use follow_links=False."
+                )
+            owner[folder] = name
 
 
 def find_files(
@@ -76,8 +165,17 @@ def find_files(
     class_names: Sequence[str] | None,
     label_mode: str | None,
     follow_links: bool,
-) -> tuple[FileIndex, list[str] | None]:
-    """The files and class names: from explicit `paths`, or by scanning `root`."""
+    *,
+    on_error: str = "raise",
+) -> tuple[FileIndex, list[str] | None, list[tuple[str, str]]]:
+    """The files, the class names, and (path, why) of what the scan could not use.
+
+    From explicit `paths`, or by scanning `root`. What the scan could not use
+    (folders it cannot list, image names that are not regular files) is
+    refused with on_error="raise", and returned to be listed as skipped with
+    on_error="skip".
+    """
+    problems: list[tuple[str, str]] = []
     if paths is not None:
         index, names = _explicit_index(root, paths, labels, class_names, label_mode)
     else:
@@ -88,17 +186,23 @@ def find_files(
             )
         if root is None:
             raise TypeError("ImageFolder needs a `directory` (or `paths`).")
-        index, names = _scan_folder(root, class_names, label_mode, follow_links)
+        index, names = _scan_folder(root, class_names, label_mode, follow_links, problems)
+        if on_error == "raise":
+            refuse_problems(problems)
     if label_mode == "binary" and names is not None and len(names) != 2:
         raise ValueError(
             f'label_mode="binary" needs exactly 2 classes, found {len(names)}: {names}. Use '
             'label_mode="int" or "categorical" for more classes.'
         )
-    return index, names
+    return index, names, problems
 
 
 def _scan_folder(
-    root: str, class_names: Sequence[str] | None, label_mode: str | None, follow_links: bool
+    root: str,
+    class_names: Sequence[str] | None,
+    label_mode: str | None,
+    follow_links: bool,
+    problems: list[tuple[str, str]],
 ) -> tuple[FileIndex, list[str] | None]:
     if not os.path.exists(root):
         raise FileNotFoundError(
@@ -110,18 +214,22 @@ def _scan_folder(
     if label_mode is None:
         if class_names is not None:
             raise ValueError("`class_names` needs labels; with label_mode=None leave it out.")
-        paths, others = walk_images(root, follow_links=follow_links)
-        if not paths:
+        walk = walk_images(root, follow_links=follow_links)
+        problems.extend(walk.problems)
+        if not walk.images:
             raise ValueError(
                 f"No images found in {root!r} or below it (looked for {extensions}; "
-                f"found {_describe_others(others)})."
+                f"found {_describe_others(walk.others)})."
             )
-        return FileIndex.build(paths, None), None
+        return FileIndex.build(walk.images, None), None
     folders = list_class_folders(root)
     if not folders:
-        loose, others = walk_images(root, follow_links=follow_links)
+        walk = walk_images(root, follow_links=follow_links)
+        loose = walk.images
         what = (
-            f"{len(loose)} image files directly in it" if loose else f"no images ({_describe_others(others)})"
+            f"{len(loose)} image files directly in it"
+            if loose
+            else f"no images ({_describe_others(walk.others)})"
         )
         raise ValueError(
             f"No class subfolders in {root!r} (found {what}). ImageFolder looks for one subfolder "
@@ -129,15 +237,18 @@ def _scan_folder(
             "subfolder (e.g. cats/, dogs/), or use label_mode=None for unlabelled images."
         )
     names = _select_classes(root, folders, class_names)
+    walks = {name: walk_images(os.path.join(root, name), follow_links=follow_links) for name in names}
+    problems.extend(problem for walk in walks.values() for problem in walk.problems)
+    _refuse_shared_folders(walks, root)
     found_paths: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(names):
-        found, others = walk_images(os.path.join(root, name), follow_links=follow_links)
+        found = walks[name].images
         if not found:
             raise ValueError(
                 f"Class folder {os.path.join(root, name)!r} has no images (searched it recursively "
-                f"for {extensions}; found {_describe_others(others)}). Add images, remove the "
-                "folder, or pass class_names=[...] without it."
+                f"for {extensions}; found {_describe_others(walks[name].others)}). Add images, "
+                "remove the folder, or pass class_names=[...] without it."
             )
         found_paths.extend(os.path.join(name, path) for path in found)
         labels.extend([label] * len(found))

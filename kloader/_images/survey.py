@@ -40,10 +40,14 @@ class Survey:
     files: list[FileInfo]
     loose_images: int  # images directly in the folder, next to class subfolders (not used)
     other_files: list[str]
+    # (path, why) of folders that cannot be listed and image names that are not
+    # regular files: unreadable, and never opened (a named pipe would block).
+    unreachable: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def unreadable(self) -> list[FileInfo]:
-        return [info for info in self.files if info.problem is not None]
+        unreachable = [FileInfo(path, problem=why) for path, why in self.unreachable]
+        return unreachable + [info for info in self.files if info.problem is not None]
 
 
 def survey(
@@ -61,19 +65,22 @@ def survey(
     classes: list[tuple[str, int]] | None = None
     paths: list[str] = []
     others: list[str] = []
+    problems: list[tuple[str, str]] = []
     loose = 0
     if folders:
         classes = []
         for name in folders:
-            found, other = scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
-            classes.append((name, len(found)))
-            paths.extend(os.path.join(directory, name, path) for path in found)
-            others.extend(other)
+            walk = scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
+            classes.append((name, len(walk.images)))
+            paths.extend(os.path.join(directory, name, path) for path in walk.images)
+            others.extend(walk.others)
+            problems.extend(walk.problems)
         top = [name for name in os.listdir(directory) if os.path.isfile(os.path.join(directory, name))]
         loose = sum(scan.is_image_name(name) for name in top)
     else:
-        found, others = scan.walk_images(directory, follow_links=follow_links)
-        paths = [os.path.join(directory, path) for path in found]
+        walk = scan.walk_images(directory, follow_links=follow_links)
+        paths = [os.path.join(directory, path) for path in walk.images]
+        others, problems = walk.others, walk.problems
     spec = decode.DecodeSpec((8, 8), max_pixels=max_pixels)
     infos: list[FileInfo] = []
     with ThreadPoolExecutor(max_workers=min(_THREADS, os.cpu_count() or 1)) as pool:
@@ -81,7 +88,7 @@ def survey(
             infos.append(info)
             if progress is not None:
                 progress(len(infos), len(paths))
-    return Survey(directory, classes, infos, loose, others)
+    return Survey(directory, classes, infos, loose, others, problems)
 
 
 def _read(path: str, spec: decode.DecodeSpec, check: bool) -> FileInfo:

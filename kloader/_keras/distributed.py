@@ -42,14 +42,25 @@ def _jax_shard() -> tuple[int, int] | None:
 def _tensorflow_shard() -> tuple[int, int] | None:
     if "tensorflow" not in sys.modules or "TF_CONFIG" not in os.environ:
         return None
-    config = json.loads(os.environ["TF_CONFIG"])
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {os.environ['TF_CONFIG']!r}.") from None
     cluster, task = config.get("cluster", {}), config.get("task", {})
     workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
     if len(workers) < 2 or task.get("type") not in ("chief", "worker"):
         return None
+    kind, index = task["type"], task.get("index", 0)
+    members = len(cluster.get(kind, []))
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < members:
+        raise ValueError(
+            f"TF_CONFIG says this process is {kind} {index!r}, but its cluster lists {members} "
+            f"{kind} address(es), so task.index must be an int from 0 to {members - 1}. Reading a "
+            "shard that is not in the cluster would give overlapping and missing batches: fix "
+            "TF_CONFIG's task.index (or pass shard=(index, count) to kloader.Loader)."
+        )
     chiefs = len(cluster.get("chief", []))
-    index = int(task.get("index", 0)) + (chiefs if task["type"] == "worker" else 0)
-    return index, len(workers)
+    return index + (chiefs if kind == "worker" else 0), len(workers)
 
 
 def detect_shard() -> tuple[tuple[int, int], str]:
@@ -61,5 +72,14 @@ def detect_shard() -> tuple[tuple[int, int], str]:
     ):
         shard = find()
         if shard is not None:
-            return shard, engine
+            index, count = shard
+            if not 0 <= index < count:
+                # Checked like an explicit shard: a process outside the job would
+                # read overlapping or empty batches.
+                raise ValueError(
+                    f"{engine} says this process is {index} of {count}, which is not a shard "
+                    "(0 <= index < count is needed). Check how the job was launched, or pass "
+                    "shard=(index, count) to kloader.Loader."
+                )
+            return (int(index), int(count)), engine
     return (0, 1), "none"

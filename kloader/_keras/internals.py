@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, cast
@@ -70,7 +71,52 @@ def calling_epoch_iterator(frame: FrameType | None) -> EpochIterator | None:
                 f"would ignore it silently: {fix}."
             )
     iterator = frame.f_locals.get("self")
-    return iterator if isinstance(iterator, EpochIterator) else None
+    if not isinstance(iterator, EpochIterator):
+        return None
+    builder = builder_frame(iterator, frame)
+    _check_batch_size(frame, builder)
+    _warn_if_predict_shuffles(frame, builder)
+    return iterator
+
+
+def _check_batch_size(frame: FrameType, builder: FrameType | None) -> None:
+    """Refuses `batch_size=`, which Keras drops for a data adapter (the loader's batch_size rules)."""
+    batch_size = frame.f_locals.get("batch_size")
+    if batch_size is None:
+        return
+    if (
+        builder is not None
+        and builder.f_code.co_name == "fit"
+        and builder.f_locals.get("x") is not frame.f_locals.get("x")
+        and builder.f_locals.get("validation_batch_size") is None
+    ):
+        return  # fit(x, y, batch_size=16, validation_data=loader): meant for the arrays x
+    raise ValueError(
+        f"`batch_size={batch_size!r}` was passed to fit/evaluate/predict together with a "
+        "kloader.Loader, and Keras would ignore it silently: the loader makes the batches. Set "
+        "it on the loader, kloader.Loader(source, batch_size=...), and leave batch_size out of "
+        "the call."
+    )
+
+
+_warned_predict: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _warn_if_predict_shuffles(frame: FrameType, builder: FrameType | None) -> None:
+    loader = frame.f_locals.get("x")
+    if builder is None or builder.f_code.co_name != "predict" or not getattr(loader, "shuffle", False):
+        return
+    if loader in _warned_predict:
+        return
+    _warned_predict.add(loader)
+    warnings.warn(
+        "predict() runs on a kloader.Loader with shuffle=True: its rows come back in the "
+        "loader's shuffled order, not in source order. For predictions that line up with the "
+        "source, predict on a loader made with shuffle=False (or reorder with "
+        "loader.indices(batch) for each batch).",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def builder_frame(epoch_iterator: EpochIterator, frame: FrameType) -> FrameType | None:

@@ -18,6 +18,7 @@ from kloader._core.cursor import Cursor
 from kloader._core.sources import ArraySource, MapSource, as_source
 from kloader._keras import arguments, calls, distributed, internals
 from kloader._keras.feed import KerasFeed
+from kloader._keras.fixed import Fixed
 from kloader._workers import pool as workers
 
 _CACHED_PERMUTATIONS = 3
@@ -153,19 +154,19 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
                 f"`num_workers` must be an int >= 0, got {num_workers!r}. Use 0 to make batches in "
                 "this process, or the number of worker processes, e.g. num_workers=2."
             )
-        self.num_workers: int = int(num_workers)
-        self.prefetch: int = _positive_int(prefetch, "prefetch")
-        self.start_method: str = start_method or workers.default_start_method()
+        self.num_workers = int(num_workers)
+        self.prefetch = _positive_int(prefetch, "prefetch")
+        self.start_method = start_method or workers.default_start_method()
         if self.start_method not in workers.START_METHODS:
             raise ValueError(f"`start_method` must be one of {workers.START_METHODS}, got {start_method!r}.")
         if transform is not None and not callable(transform):
             raise TypeError(f"`transform` must be callable as transform(sample, rng), got {transform!r}.")
-        self.shuffle: bool = bool(shuffle)
-        self.drop_remainder: bool = bool(drop_remainder)
+        self.shuffle = bool(shuffle)
+        self.drop_remainder = bool(drop_remainder)
         shard_position, engine = _resolve_shard(shard)
-        self.shard_index: int = shard_position[0]
-        self.num_shards: int = shard_position[1]
-        self.shard_engine: str = engine
+        self.shard_index = shard_position[0]
+        self.num_shards = shard_position[1]
+        self.shard_engine = engine
         if seed is None and self.num_shards > 1:
             raise ValueError(
                 f"This loader reads shard {self.shard_index} of {self.num_shards} "
@@ -197,15 +198,17 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
 
     # ----------------------------------------------------------------- order
 
-    @property
-    def batch_size(self) -> int:
-        """Samples per batch (the last batch of an epoch may hold fewer)."""
-        return self._batch_size
-
-    @property
-    def seed(self) -> int:
-        """The seed of this loader: given, drawn from the OS, or restored by `load_state_dict`."""
-        return self._seed
+    # Settings that shape the batches: fixed once the loader is made (see fixed.py).
+    batch_size = Fixed[int]("Samples per batch (the last batch of an epoch may hold fewer).")
+    seed = Fixed[int]("The seed of this loader: given, drawn from the OS, or restored by `load_state_dict`.")
+    shuffle = Fixed[bool]("A new permutation every epoch (True) or source order (False).")
+    drop_remainder = Fixed[bool]("Whether the last, smaller batch of each epoch is left out.")
+    num_workers = Fixed[int]("Worker processes making batches (0: made in this process).")
+    prefetch = Fixed[int]("Batches in flight per worker.")
+    start_method = Fixed[str]('How workers start: "forkserver", "spawn" or "fork".')
+    shard_index = Fixed[int]("Which shard of every epoch this process reads.")
+    num_shards = Fixed[int]("How many shards every epoch is split into.")
+    shard_engine = Fixed[str]('What set the shard: "explicit", "none" or the distributed engine.')
 
     @property
     def epoch(self) -> int:
@@ -422,6 +425,33 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+    # copy.copy, copy.deepcopy and pickle give an independent loader: the same
+    # settings, seed and position (epoch and batch), no workers (the copy starts
+    # its own on demand) and attached to no Keras call. Sharing the worker pool
+    # would have two loaders pulling each other's batches.
+    _NOT_COPIED = ("_pool", "_lock", "_cursor", "_feed", "_permutations")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or a pickle keeps: everything but the workers and the Keras bookkeeping."""
+        with self._lock:
+            state = {key: value for key, value in self.__dict__.items() if key not in self._NOT_COPIED}
+            state["_position"] = tuple(self._cursor.position)
+            return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        position = state.pop("_position")
+        self.__dict__.update(state)
+        # Its own dtype reference and global-random guard, warned afresh.
+        self._maker = BatchMaker(self._source, self._maker.transform)
+        self._lock = threading.RLock()
+        self._pool = None
+        self._permutations = {}
+        self._cursor = Cursor(len(self._layout))
+        self._cursor.jump_to(*position)
+        self._feed = KerasFeed(
+            self._cursor, calls.KerasCalls(on_last_end=_weak_method(self.close, when_gone="ignore"))
+        )
 
     def __del__(self) -> None:
         pool = getattr(self, "_pool", None)

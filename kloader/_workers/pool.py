@@ -111,13 +111,15 @@ class _WorkerDataset:
         self.returns = returns
         self._buffers: WorkerBuffers | None = None
 
-    def __getitem__(self, task: Task) -> tuple[tuple[int, int, int], Any]:
+    def __getitem__(self, task: Task) -> tuple[tuple[int, int, int], Any, list[str]]:
         if self._buffers is None:
             info = torch.utils.data.get_worker_info()
             worker = info.id if info is not None else 0
             self._buffers = WorkerBuffers(worker, self.returns[worker])
+        # Global-random notices travel with the batch, to be warned in the main process.
+        self.maker.collect_notices = True
         batch = self.maker.make(task.seed, task.epoch, task.indices, self._buffers.allocate)
-        return task.key, batch
+        return task.key, batch, self.maker.take_notices()
 
 
 def _watch_parent(worker_id: int) -> None:
@@ -311,8 +313,9 @@ class WorkerPool:
             self._plan = self._plan_from(task)
         try:
             while True:
-                key, batch = next(self._iterator)
+                key, batch, notices = next(self._iterator)
                 batch = self._returns.receive(batch)
+                self._maker.warn(notices)
                 self._batches_received += 1
                 self._in_flight.remove(key)
                 if key == task.key:
@@ -397,6 +400,10 @@ class WorkerPool:
                 multiprocessing_context=context,
                 prefetch_factor=self._prefetch,
                 worker_init_fn=_watch_parent,
+                # torch draws its workers' base seed from this generator: a private one
+                # leaves the user's global torch random state untouched (and keeps the
+                # global-random guard from seeing the draw, made in the start thread).
+                generator=torch.Generator(),
             )
             self._starter = threading.Thread(
                 target=_start_in_thread,

@@ -1,0 +1,73 @@
+"""The edge cases that need real Keras: arguments Keras would drop, predict order, TF_CONFIG shards.
+
+The backend-independent edge cases are in tests/core/test_edge_cases.py.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import kloader
+
+from keras_utils import first_feature_model
+from utils import IdDataset, id_arrays
+
+
+def dense_model() -> keras.Model:
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_fit_with_batch_size_and_a_loader_is_refused() -> None:
+    """fit(loader, batch_size=16) would train on the loader's batches of 4 without a word: refused."""
+    loader = kloader.Loader(IdDataset(12), batch_size=4, seed=0)
+    with pytest.raises(
+        ValueError, match=r"`batch_size=16`.*Keras would ignore it.*kloader.Loader\(source, batch_size"
+    ):
+        dense_model().fit(loader, batch_size=16, epochs=1, verbose=0)
+
+
+def test_fit_on_arrays_with_batch_size_and_a_loader_for_validation_is_accepted() -> None:
+    """batch_size meant for the training arrays is not held against a validation loader."""
+    x, y = id_arrays(12)
+    validation = kloader.Loader(IdDataset(8), batch_size=4, shuffle=False, seed=0)
+    history = dense_model().fit(x, y, batch_size=6, validation_data=validation, epochs=1, verbose=0)
+    assert "val_loss" in history.history
+
+
+def test_predict_on_a_shuffling_loader_warns_once() -> None:
+    """predict returns rows in the loader's shuffled order: a warning says so, once per loader."""
+    loader = kloader.Loader(id_arrays(10)[0], batch_size=4, seed=1)
+    model = first_feature_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = model.predict(loader, verbose=0)
+        model.predict(loader, verbose=0)
+    messages = [str(w.message) for w in caught if "shuffle=True" in str(w.message)]
+    assert len(messages) == 1 and "shuffle=False" in messages[0]
+    order = np.concatenate([loader.indices(b, 0) for b in range(len(loader))])
+    assert first.ravel().tolist() == order.tolist()
+
+
+def test_predict_on_an_unshuffled_loader_does_not_warn() -> None:
+    """Source order: nothing to warn about (the suite turns any warning into an error)."""
+    loader = kloader.Loader(id_arrays(10)[0], batch_size=4, shuffle=False, seed=1)
+    assert first_feature_model().predict(loader, verbose=0).ravel().tolist() == list(range(10))
+
+
+@pytest.mark.backend("tensorflow")
+@pytest.mark.parametrize("task", [{"type": "worker", "index": 2}, {"type": "chief", "index": 1}])
+def test_tf_config_task_outside_the_cluster_is_refused(monkeypatch: pytest.MonkeyPatch, task: dict) -> None:
+    """A TF_CONFIG task index outside the cluster is refused, as an explicit bad shard is."""
+    cluster = {"chief": ["localhost:1"], "worker": ["localhost:2", "localhost:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    with pytest.raises(
+        ValueError, match=rf"{task['type']} {task['index']}.*task.index must be an int from 0"
+    ):
+        kloader.Loader(IdDataset(12), batch_size=2, seed=1)
