@@ -12,10 +12,11 @@ let two different (seed, epoch, index) triples collide.
 
 from __future__ import annotations
 
-import numbers
 import secrets
 
 import numpy as np
+
+from kloader._core import checks
 
 MAX_SEED = 2**63 - 1
 
@@ -27,7 +28,7 @@ _SPLIT = 3
 
 def validate_seed(seed: object, *, name: str = "seed") -> int:
     """Returns `seed` as a Python int, or raises a ValueError/TypeError that says how to fix it."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+    if not checks.is_int(seed):
         raise TypeError(
             f"`{name}` must be an int in [0, 2**63 - 1] or None, got {seed!r} "
             f"of type {type(seed).__name__}. Pass a whole number such as {name}=42, "

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kloader._core import memory, seeding
+from kloader._core import checks, memory, seeding
 from kloader._core.errors import SampleError
 from kloader._images import decode, file_index, scan
 from kloader._images.file_index import FileIndex
@@ -288,7 +288,7 @@ class ImageFolder:
 
     def __getitem__(self, index: int) -> Any:
         """Sample `index`: `(image, label)`, or the image alone with label_mode=None."""
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        if not checks.is_int(index):
             raise TypeError(f"ImageFolder indices are ints, got {index!r}.")
         if not -len(self) <= index < len(self):
             raise IndexError(f"Index {index} is out of range for an ImageFolder of {len(self)} images.")

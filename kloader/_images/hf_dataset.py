@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from kloader._core import checks
 from kloader._core.errors import SampleError
 from kloader._images import decode
 
@@ -204,7 +204,7 @@ class HFDataset:
 
     def __getitem__(self, index: int) -> Any:
         """Sample `index`: `(x, y)` (or `x` alone without targets) as NumPy values."""
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        if not checks.is_int(index):
             raise TypeError(f"HFDataset indices are ints, got {index!r}.")
         if not -len(self) <= index < len(self):
             raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} rows.")

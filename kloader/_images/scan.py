@@ -14,7 +14,6 @@ with `follow_links`, a folder reached from two classes are refused by path.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import stat
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from kloader._core import checks
 from kloader._images.file_index import FileIndex
 
 EXTENSIONS = ("bmp", "gif", "jpeg", "jpg", "png", "tif", "tiff", "webp")
@@ -306,7 +306,7 @@ def _explicit_index(
         if unknown:
             raise ValueError(f"labels {unknown} are not in class_names {names}.")
         return FileIndex.build(path_list, [lookup[label] for label in label_list]), names
-    if not all(isinstance(label, numbers.Integral) and not isinstance(label, bool) for label in label_list):
+    if not all(checks.is_int(label) for label in label_list):
         raise TypeError("`labels` must be all ints (class ids from 0) or all strings (class names).")
     ids = [int(label) for label in label_list]
     if min(ids) < 0:

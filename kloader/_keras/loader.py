@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import numbers
 import threading
 import weakref
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kloader._core import checkpoint, epochs, order, seeding
+from kloader._core import checkpoint, checks, epochs, order, seeding
 from kloader._core.batches import BatchMaker, Transform
 from kloader._core.cursor import Cursor
 from kloader._core.sources import ArraySource, MapSource, as_source
@@ -24,12 +23,6 @@ from kloader._workers import pool as workers
 _CACHED_PERMUTATIONS = 3
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}. For example {name}=32.")
-    return int(value)
-
-
 def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
     if shard == "auto":
         return distributed.detect_shard()
@@ -37,7 +30,7 @@ def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
         return (0, 1), "none"
     try:
         index, count = shard
-        ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (index, count))
+        ok = checks.is_int(index) and checks.is_int(count)
     except (TypeError, ValueError):
         ok = False
     if not ok or not 0 <= index < count:
@@ -148,14 +141,14 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         arguments.check_keras_arguments(keras_arguments)
         source = arguments.combine(source, y, sample_weight)
         super().__init__(workers=1, use_multiprocessing=False)
-        self._batch_size: int = _positive_int(batch_size, "batch_size")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+        self._batch_size: int = checks.int_at_least(batch_size, 1, name="batch_size", example="batch_size=32")
+        if not checks.is_int(num_workers) or num_workers < 0:
             raise ValueError(
                 f"`num_workers` must be an int >= 0, got {num_workers!r}. Use 0 to make batches in "
                 "this process, or the number of worker processes, e.g. num_workers=2."
             )
         self.num_workers = int(num_workers)
-        self.prefetch = _positive_int(prefetch, "prefetch")
+        self.prefetch = checks.int_at_least(prefetch, 1, name="prefetch", example="prefetch=2")
         self.start_method = start_method or workers.default_start_method()
         if self.start_method not in workers.START_METHODS:
             raise ValueError(f"`start_method` must be one of {workers.START_METHODS}, got {start_method!r}.")
@@ -227,7 +220,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
 
     def set_epoch(self, epoch: int) -> None:
         """Makes the next pass yield epoch `epoch` from its first batch."""
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        if not checks.is_int(epoch) or epoch < 0:
             raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}.")
         self._cursor.jump_to(int(epoch), 0)
 
@@ -261,7 +254,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         return len(self._layout)
 
     def _check_batch_index(self, index: Any) -> int:
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        if not checks.is_int(index):
             raise TypeError(f"Batch index must be an int, got {index!r}.")
         position, n = int(index), len(self)
         if not -n <= position < n:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-Transform = Callable[[Any, np.random.Generator], Any]
+from kloader._core.batches import Transform
 
 
 def image_of(sample: Any) -> np.ndarray:

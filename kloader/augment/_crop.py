@@ -7,36 +7,21 @@ Resizing uses Pillow, whose bilinear filter widens with the reduction factor
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from kloader._core import checks
 from kloader.augment._base import ImageTransform, finish, value_range
 
 _RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 _ATTEMPTS = 10
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) > 0
-
-
 def _size(size: Any) -> tuple[int, int]:
     """(height, width) from an int or a pair of positive ints."""
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        height, width = size
-        ok = _positive_int(height) and _positive_int(width)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"`size` must be a positive int or (height, width), got {size!r}. For example size=224."
-        )
-    return (int(height), int(width))
+    return checks.height_width(size, name="size", example="size=224")
 
 
 class RandomCrop(ImageTransform):

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from kloader.augment._base import Compose, ImageTransform, Transform
+from kloader._core.batches import Transform
+from kloader.augment._base import Compose, ImageTransform
 from kloader.augment._geometric import RandomAffine, RandomFlip
 from kloader.augment._photometric import RandomBrightness, RandomChannelShift, Rescale
 

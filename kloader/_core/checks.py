@@ -1,0 +1,50 @@
+"""Checks of user arguments that many modules share: one rule each, one wording each.
+
+Booleans are ints to Python; to kloader `True` is never a size or a count.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, TypeGuard
+
+
+def is_int(value: Any) -> TypeGuard[int]:
+    """An integer (a Python or NumPy int: typed as int), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def int_at_least(value: Any, minimum: int, *, name: str, example: str) -> int:
+    """`value` as an int if it is one and >= `minimum`, else a ValueError naming `name`.
+
+    Example:
+        ```python
+        batch_size = int_at_least(batch_size, 1, name="batch_size", example="batch_size=32")
+        ```
+    """
+    if not is_int(value) or int(value) < minimum:
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"`{name}` must be {wanted}, got {value!r}. For example {example}.")
+    return int(value)
+
+
+def height_width(value: Any, *, name: str, example: str) -> tuple[int, int]:
+    """(height, width) from one positive int (a square) or a pair of them.
+
+    Example:
+        ```python
+        assert height_width(224, name="size", example="size=224") == (224, 224)
+        ```
+    """
+    pair = (value, value) if is_int(value) else value
+    try:
+        height, width = pair
+        ok = is_int(height) and is_int(width) and int(height) > 0 and int(width) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be a positive int or (height, width) with two positive ints, got "
+            f"{value!r}. For example {example}."
+        )
+    return (int(height), int(width))
