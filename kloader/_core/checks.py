@@ -48,3 +48,20 @@ def height_width(value: Any, *, name: str, example: str) -> tuple[int, int]:
             f"{value!r}. For example {example}."
         )
     return (int(height), int(width))
+
+
+def position(index: Any, length: int, *, of: str) -> int:
+    """`index` into `length` items, negative from the end, as a position in [0, length).
+
+    `of` names what is indexed, for the errors: "a loader of 3 batches".
+
+    Example:
+        ```python
+        assert position(-1, 5, of="a loader of 5 batches") == 4
+        ```
+    """
+    if not is_int(index):
+        raise TypeError(f"An index must be an int, got {index!r} for {of}.")
+    if not -length <= index < length:
+        raise IndexError(f"Index {index} is out of range for {of}.")
+    return int(index) % length

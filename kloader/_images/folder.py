@@ -288,11 +288,8 @@ class ImageFolder:
 
     def __getitem__(self, index: int) -> Any:
         """Sample `index`: `(image, label)`, or the image alone with label_mode=None."""
-        if not checks.is_int(index):
-            raise TypeError(f"ImageFolder indices are ints, got {index!r}.")
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"Index {index} is out of range for an ImageFolder of {len(self)} images.")
-        position = int(self._kept[int(index) % len(self)])
+        kept = checks.position(index, len(self), of=f"an ImageFolder of {len(self)} images")
+        position = int(self._kept[kept])
         path = self._full_path(position)
         try:
             image = decode.decode(path, self._spec)

@@ -204,11 +204,7 @@ class HFDataset:
 
     def __getitem__(self, index: int) -> Any:
         """Sample `index`: `(x, y)` (or `x` alone without targets) as NumPy values."""
-        if not checks.is_int(index):
-            raise TypeError(f"HFDataset indices are ints, got {index!r}.")
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} rows.")
-        index = int(index) % len(self)
+        index = checks.position(index, len(self), of=f"a dataset of {len(self)} rows")
         row = self._dataset[index]
         x = self._pack([self._value(row, name, index) for name in self._x], self._x)
         if not self._y:

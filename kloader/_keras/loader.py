@@ -254,12 +254,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         return len(self._layout)
 
     def _check_batch_index(self, index: Any) -> int:
-        if not checks.is_int(index):
-            raise TypeError(f"Batch index must be an int, got {index!r}.")
-        position, n = int(index), len(self)
-        if not -n <= position < n:
-            raise IndexError(f"Batch index {position} is out of range for a loader of {n} batches.")
-        return position % n
+        return checks.position(index, len(self), of=f"a loader of {len(self)} batches")
 
     def __getitem__(self, index: int) -> Any:
         """Batch `index` of the current epoch, made in this process (pure, random access)."""
