@@ -30,6 +30,7 @@ In every case the cursor moves only if nobody moved it since the pass began
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -83,12 +84,20 @@ class IteratorPasses:
         # Started passes that may still complete. Held strongly: Keras may drop
         # an exhausted pass before it says that the epoch ended.
         self._open: list[Pass] = []
+        self._made: weakref.WeakSet[Pass] = weakref.WeakSet()
+        self.closed = False
 
     def new_pass(self, make: Make, *, length: int | None = None) -> Pass:
         """A pass for the framework: the rest of the cursor's epoch, or `length` batches."""
+        if self.closed:
+            length = 0
         if self.reads_only:
-            return Pass(self.cursor, make=make, from_epoch_start=True, length=self.cursor.batches_per_epoch)
-        return Pass(self.cursor, make=make, length=length, after_each=self._handed_out)
+            length = self.cursor.batches_per_epoch if length is None else length
+            made = Pass(self.cursor, make=make, from_epoch_start=True, length=length)
+        else:
+            made = Pass(self.cursor, make=make, length=length, after_each=self._handed_out)
+        self._made.add(made)
+        return made
 
     def _handed_out(self, handed_out: Pass) -> None:
         if handed_out.handed_out == 1:
@@ -109,6 +118,14 @@ class IteratorPasses:
         for open_pass in self._open:
             open_pass.discard()
         self._forget_finished()
+
+    def close(self) -> None:
+        """The framework's call is over: its passes hand out nothing more, now or later
+        (a tf.data prefetch thread may go on pulling after the call returned)."""
+        self.closed = True
+        for made in list(self._made):
+            made.close()
+        self._open.clear()
 
     def _forget_finished(self) -> None:
         self._open = [p for p in self._open if not (p.completed or p.discarded)]

@@ -105,6 +105,13 @@ class Pass:
         self.remaining = per_epoch - self.start.batch if self._length is None else self._length
         self.started = True
 
+    def close(self) -> None:
+        """Hands out nothing more; never completes."""
+        if not self.started:
+            self._begin()
+        self.remaining = 0
+        self.discarded = True
+
     def complete(self) -> bool:
         """The pass finished its epoch: the cursor moves past its last position, unless the
         pass never started, was discarded, already completed, or the cursor was moved

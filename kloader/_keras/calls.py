@@ -61,10 +61,12 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 class KerasCalls:
-    """Open Keras calls of one loader; runs `on_last_end` when none is left."""
+    """Open Keras calls of one loader; runs `on_end(call)` as each ends and `on_last_end`
+    when none is left."""
 
     def __init__(self, on_last_end: Callable[[], None]):
         self._on_last_end = on_last_end
+        self.on_end: Callable[[CallKey], None] = _ignore
         self._lock = threading.Lock()
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
 
@@ -96,9 +98,12 @@ class KerasCalls:
 
     def _end(self, key: CallKey) -> None:
         with self._lock:
-            if self._open.pop(key, None) is None or self._open:
+            if self._open.pop(key, None) is None:
                 return
-        self._on_last_end()
+            last = not self._open
+        self.on_end(key)
+        if last:
+            self._on_last_end()
 
     @property
     def open(self) -> int:
@@ -109,6 +114,10 @@ class KerasCalls:
         with self._lock:
             calls = list(self._open)
         return [key for key in calls if not _on_stack(stacks.get(key[0]), key[1], key[2])]
+
+
+def _ignore(key: CallKey) -> None:
+    pass
 
 
 def _weak_end(calls: KerasCalls, key: CallKey) -> Callable[[], None]:

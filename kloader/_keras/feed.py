@@ -46,6 +46,9 @@ class KerasFeed:
     def __init__(self, cursor: Cursor, calls: KerasCalls):
         self.cursor = cursor
         self.calls = calls
+        calls.on_end = self._call_ended
+        # The passes of each open call's EpochIterators, closed when the call ends.
+        self._passes_of_call: dict[CallKey, list[IteratorPasses]] = {}
         self._iterators: weakref.WeakKeyDictionary[Any, IteratorPasses] = weakref.WeakKeyDictionary()
         # The fit training on this loader: while it runs, other EpochIterators only read.
         self._training: CallKey | None = None
@@ -152,5 +155,12 @@ class KerasFeed:
             if call is not None and not reads_only and call.f_code.co_name == "fit":
                 self._training = self.calls.key_of(call)
         if call is not None:
-            self.calls.seen(call, epoch_iterator)
+            key = self.calls.seen(call, epoch_iterator)
+            of_call = self._passes_of_call.setdefault(key, [])
+            if passes not in of_call:
+                of_call.append(passes)
         return passes
+
+    def _call_ended(self, key: CallKey) -> None:
+        for passes in self._passes_of_call.pop(key, []):
+            passes.close()

@@ -192,3 +192,16 @@ def test_a_length_runs_on_into_the_next_epoch() -> None:
 def test_an_epoch_needs_a_batch() -> None:
     with pytest.raises(ValueError, match="at least one batch"):
         Cursor(0)
+
+
+def test_a_closed_iterator_hands_out_nothing_more() -> None:
+    """After the framework's call ended, its passes (started or not, or made later) are empty
+    and never move the cursor: a prefetch thread still pulling gets nothing."""
+    cursor = Cursor(4)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    started, waiting = passes.new_pass(Position), passes.new_pass(Position)
+    next(started)
+    passes.close()
+    assert list(started) == [] and list(waiting) == [] and list(passes.new_pass(Position)) == []
+    passes.epoch_ended()
+    assert cursor.position == (0, 0)
