@@ -95,8 +95,10 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             `numpy.random.Generator` derived from (seed, epoch, sample index).
         drop_remainder: leave out the last, smaller batch of each epoch.
         num_workers: 0 makes batches in this process; N > 0 starts N worker
-            processes that live across epochs and prefetch ahead. While they
-            start, batches are made in this process (the same bytes). Arrays
+            processes that live across epochs and prefetch ahead. Until one
+            is up, batches are made in this process (the same bytes). The
+            transform and the source reach the workers by value (cloudpickle):
+            they may be defined anywhere, a notebook cell included. Arrays
             without a transform need no workers: each batch is one vectorised
             gather per array, made in this process for any `num_workers`.
         shard: which part of every epoch this process reads. "auto" (default)

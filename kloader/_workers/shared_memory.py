@@ -18,6 +18,7 @@ import torch
 
 from kloader._core.batches import BatchMaker
 from kloader._core.sources import ArraySource, read_only
+from kloader._workers import torch_internals
 
 
 def torch_dtype_of(dtype: np.dtype) -> torch.dtype | None:
@@ -38,7 +39,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
         array = np.empty(shape, dtype=dtype)
         return array, array
     # Allocated directly in shared memory, as torch's default_collate does: no copy.
-    storage = torch.UntypedStorage._new_shared(nbytes_of(shape, dtype))  # type: ignore[no-untyped-call]
+    storage = torch_internals.new_shared_storage(nbytes_of(shape, dtype))
     tensor = tensor_on(storage, shape, torch_dtype)
     return tensor.numpy(), tensor
 

@@ -1,0 +1,345 @@
+"""The worker processes' lifecycle: start, readiness, results, death, stop.
+
+One `torch.utils.data.DataLoader` iteration is kept open for the life of the
+processes, over an endless sampler of *tasks*. torch supplies the processes,
+queues, ordering, failure detection, error propagation with the worker's
+traceback, and shared-memory transfer of tensors. Each worker runs
+`BatchMaker.make` and writes the batch straight into shared memory.
+
+What the workers get is pickled *by value* with cloudpickle: a transform or a
+dataset class defined in a script's `__main__`, a notebook cell, `python -c`
+or standard input reaches them as code, so they never import the main module.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import threading
+import weakref
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import cloudpickle
+import torch.utils.data
+
+from kloader._core.batches import BatchMaker
+from kloader._core.errors import WorkerError
+from kloader._workers import torch_internals
+from kloader._workers.buffers import Returns, WorkerBuffers
+from kloader._workers.plan import Key, Task
+
+_DEATH_WAIT_S = 1.0
+
+
+class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    # torch's reductions first: tensors in shared memory travel as file
+    # descriptors (shared_memory.SharedArraySource), not as bytes.
+    dispatch_table: ClassVar[Mapping[Any, Any]] = ChainMap(
+        dict(torch_internals.forking_reducers()), cloudpickle.Pickler.dispatch_table
+    )
+
+
+def _dumps_by_value(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _ByValuePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+class _ByValue:
+    """Pickles `obj` with cloudpickle inside an ordinary pickle (the process start's)."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (_dumps_by_value(self.obj),)
+
+
+class _Null:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def check_picklable(obj: Any, what: str) -> None:
+    """Raises a TypeError that says how to fix it when `obj` cannot go to a worker."""
+    try:
+        cloudpickle.Pickler(_Null(), protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    except Exception as exc:
+        raise TypeError(
+            f"num_workers > 0 sends the {what} to worker processes by pickling (with cloudpickle), "
+            f"but it cannot be pickled: {type(exc).__name__}: {exc}. Drop unpicklable members such "
+            "as open files, locks or generators (open them in __getitem__ instead), or use "
+            "num_workers=0."
+        ) from exc
+
+
+class _WorkerDataset:
+    """What each worker process holds: the batch maker. Indices are tasks.
+
+    `parent_alive` is the read end of a pipe whose write end only the main
+    process holds: it reaches end-of-file when the main process dies, however
+    it dies. torch's own watchdog watches the worker's parent process, which
+    under forkserver is the fork server, not the main process, and the fork
+    server in turn waits for its children: killed with SIGKILL, the main
+    process would leave both behind for good.
+
+    `returns` holds, by worker id, the read ends of the pipes on which the main
+    process sends back the batch buffers it has let go of (`buffers`), and the
+    tasks it made itself meanwhile (a skipped task comes back as None).
+
+    `started` is the write end of a pipe on which each worker says it is up.
+    """
+
+    def __init__(self, maker: BatchMaker, parent_alive: Any, returns: list[Any], started: Any):
+        self.maker = maker
+        self.parent_alive = parent_alive
+        self.returns = returns
+        self.started = started
+        self._buffers: WorkerBuffers | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _WorkerDataset, (_ByValue(self.maker), self.parent_alive, self.returns, self.started)
+
+    def __getitem__(self, task: Task) -> tuple[Key, Any]:
+        if self._buffers is None:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            self._buffers = WorkerBuffers(worker, self.returns[worker])
+        self._buffers.take_messages()
+        if task.key in self._buffers.skipped:  # made by the main process meanwhile
+            del self._buffers.skipped[task.key]
+            return task.key, None
+        batch = self.maker.make(task.seed, task.epoch, task.indices, self._buffers.allocate)
+        return task.key, batch
+
+
+def _worker_started(worker_id: int) -> None:
+    """worker_init_fn: exit as soon as the main process is gone; say this worker is up."""
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    parent_alive = getattr(dataset, "parent_alive", None)
+    if parent_alive is not None:
+        threading.Thread(target=_exit_on_end_of_file, args=(parent_alive,), daemon=True).start()
+    started = getattr(dataset, "started", None)
+    if started is not None:
+        started.send(worker_id)
+
+
+def _exit_on_end_of_file(connection: Any) -> None:
+    multiprocessing.connection.wait([connection])
+    os._exit(0)
+
+
+def _keep_as_is(result: Any) -> Any:
+    return result
+
+
+def _drop_torch_frames(error: BaseException) -> None:
+    """Forgets where in torch's iterator an error passed, so that the error does not
+    keep the stopped iterator (its queues and semaphores) alive for as long as the
+    user holds the error. What matters is kept: the message, which for an error in
+    a worker carries the worker's traceback, and the chain of causes."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+
+
+def _start_in_thread(
+    processes_ref: weakref.ref[WorkerProcesses], data_loader: Any, worker_ends: list[Any]
+) -> None:
+    """Starts the worker processes (slow: about a second for a fresh fork server)."""
+    iterator, error = None, None
+    try:
+        iterator = iter(data_loader)
+    except BaseException as exc:
+        error = exc
+    finally:
+        for end in worker_ends:
+            end.close()  # the workers have their own copies now
+    processes = processes_ref()
+    if processes is not None:
+        processes._started(iterator, error)
+    elif iterator is not None:
+        torch_internals.shutdown_workers(iterator)
+
+
+class WorkerProcesses:
+    """`num_workers` processes making the tasks `tasks` yields, started in a background thread.
+
+    Args:
+        maker: what each worker runs (sent by value).
+        tasks: the tasks to send, pulled by torch one at a time as results are taken.
+        num_workers: how many processes.
+        start_method: "forkserver", "spawn" or "fork".
+        prefetch: tasks in flight per worker.
+    """
+
+    def __init__(
+        self, maker: BatchMaker, tasks: Iterable[Task], *, num_workers: int, start_method: str, prefetch: int
+    ):
+        self.start_method = start_method
+        self._iterator: Any = None
+        self._start_error: BaseException | None = None
+        context = torch_internals.context_for(start_method)
+        self._alive_writer: Any = None
+        parent_alive = None
+        if start_method != "fork":
+            # Under fork, workers are children of this process, torch's watchdog
+            # sees its death, and they would inherit the write end anyway.
+            parent_alive, self._alive_writer = context.Pipe(duplex=False)
+        self._started_reader, started_writer = context.Pipe(duplex=False)
+        self._started_ids: set[int] = set()  # the workers that said they are up
+        return_readers, return_writers = zip(*(context.Pipe(duplex=False) for _ in range(num_workers)))
+        self._returns = Returns(list(return_writers))
+        # Closed here once the workers have their copies: then end-of-file on
+        # `started` means every worker has exited.
+        worker_ends = [*return_readers, started_writer, *([parent_alive] if parent_alive is not None else [])]
+        try:
+            data_loader = torch_internals.QuietDataLoader(
+                _WorkerDataset(maker, parent_alive, list(return_readers), started_writer),  # type: ignore[arg-type]
+                batch_size=None,
+                sampler=tasks,
+                num_workers=num_workers,
+                collate_fn=_keep_as_is,
+                multiprocessing_context=context,
+                prefetch_factor=prefetch,
+                worker_init_fn=_worker_started,
+            )
+            self._starter: threading.Thread | None = threading.Thread(
+                target=_start_in_thread,
+                args=(weakref.ref(self), data_loader, worker_ends),
+                name="kloader-start-workers",
+                daemon=True,
+            )
+            self._starter.start()
+        except BaseException:
+            self._starter = None
+            for end in worker_ends:
+                end.close()
+            self._close_pipes()
+            raise
+
+    @property
+    def up(self) -> bool:
+        """True once the processes are started (they may still be initialising)."""
+        return self._iterator is not None
+
+    def _started(self, iterator: Any, error: BaseException | None) -> None:
+        # Called by the starting thread when the processes are up (or failed to start).
+        if error is not None:
+            self._start_error = error
+            self._close_pipes()
+            return
+        torch_internals.stop_death_reports_in_main_thread(iterator)
+        self._iterator = iterator
+
+    def wait_started(self) -> BaseException | None:
+        """Waits (the caller holding no lock the sampler takes) for the start; its error, if any."""
+        starter = self._starter
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()
+        return self._start_error
+
+    def some_worker_started(self) -> bool:
+        """True once a worker can make batches, or once no worker ever will (all exited)."""
+        self._take_started()
+        return bool(self._started_ids) or self._started_reader.closed
+
+    def _take_started(self) -> None:
+        try:
+            while self._started_reader.poll(0):
+                self._started_ids.add(self._started_reader.recv())
+        except (EOFError, OSError):  # every worker has exited; or closed here
+            self._started_reader.close()
+
+    @property
+    def pids(self) -> list[int]:
+        if self._iterator is None:
+            return []
+        return [w.pid for w in torch_internals.worker_processes(self._iterator) if w.pid is not None]
+
+    def send(self, skip: list[Key] | None = None) -> None:
+        """Sends back the buffers the main process let go of, and tasks to skip."""
+        self._returns.send(skip)
+
+    def next(self) -> tuple[Key, Any]:
+        """The next result, in the order tasks were sent: (key, batch or None if skipped).
+
+        A failure is raised as is, or as a WorkerError when a worker died;
+        the caller must close the processes then.
+        """
+        try:
+            key, batch = next(self._iterator)
+        except BaseException as error:
+            dead = self._dead_workers(wait=not torch_internals.raised_in_a_worker(error))
+            _drop_torch_frames(error)
+            if dead:
+                raise WorkerError(self._death_message(dead)) from error
+            raise error.with_traceback(None) from error.__cause__
+        return key, self._returns.receive(batch)
+
+    def _dead_workers(self, wait: bool) -> list[tuple[int, str]]:
+        workers = torch_internals.worker_processes(self._iterator) if self._iterator is not None else []
+        if wait:
+            # A worker's death can surface first as a broken hand-over of its
+            # last batch; its exit status follows within milliseconds.
+            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=_DEATH_WAIT_S)
+        self._take_started()
+        dead = []
+        for worker_id, worker in enumerate(workers):
+            code = worker.exitcode
+            if code is not None and code < 0:
+                dead.append((worker_id, f"pid {worker.pid} killed by {signal.Signals(-code).name}"))
+            elif code:
+                dead.append((worker_id, f"pid {worker.pid} exited with code {code}"))
+        return dead
+
+    def _death_message(self, dead: list[tuple[int, str]]) -> str:
+        message = (
+            f"A kloader worker process died ({'; '.join(how for _, how in dead)}). All workers were "
+            "shut down; iterating again starts new ones. "
+        )
+        if not any(worker_id in self._started_ids or "killed by" in how for worker_id, how in dead):
+            guard = (
+                "Workers started with 'spawn' import the main module: a script needs an "
+                "`if __name__ == '__main__':` guard around its training code (or use the default "
+                "start method, 'forkserver', whose workers never import it). "
+                if self.start_method == "spawn"
+                else ""
+            )
+            return message + (
+                "It died before it was up, so it most likely failed to start: its traceback "
+                f"is printed above. {guard}Workers unpickle the source and the transform: check that "
+                "the modules they come from import without side effects."
+            )
+        return message + (
+            "A worker killed by SIGKILL was most often stopped by the out-of-memory killer: use "
+            "fewer workers, a smaller batch_size, or less prefetch."
+        )
+
+    def close(self) -> None:
+        """Stops the processes (waits for a start in progress first). Safe to call twice."""
+        self.wait_started()
+        self._starter = None
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None:
+            torch_internals.shutdown_workers(iterator)
+            # Its queues' named semaphores are unlinked when it is freed: now.
+            del iterator
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        if self._alive_writer is not None:
+            self._alive_writer.close()
+            self._alive_writer = None
+        self._returns.close()
+        self._started_reader.close()
