@@ -111,7 +111,12 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         start_method: how workers start: "forkserver" (default where available,
             safe after CUDA / JAX / TensorFlow have started threads), "spawn" or
             "fork".
-        prefetch: batches in flight per worker.
+        prefetch: batches in flight per worker (bounded by the open files
+            this process may hold: `ulimit -n`).
+        timeout: seconds a worker may spend on one batch. When one takes
+            longer, a `kloader.WorkerError` names the worker, the epoch, the
+            batch and its sample indices, and all workers stop. None (default)
+            warns once, with the same details, after 60 s, and keeps waiting.
 
     Example:
         ```python
@@ -135,6 +140,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         shard: tuple[int, int] | str | None = "auto",
         start_method: str | None = None,
         prefetch: int = 2,
+        timeout: float | None = None,
         **keras_arguments: Any,
     ):
         for name in _KERAS_ENQUEUER_ARGUMENTS:
@@ -155,6 +161,15 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             )
         self.num_workers: int = int(num_workers)
         self.prefetch: int = _positive_int(prefetch, "prefetch")
+        workers.check_prefetch(self.prefetch, self.num_workers)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0
+        ):
+            raise ValueError(
+                f"`timeout` must be None or a number of seconds > 0, got {timeout!r}. For example "
+                "timeout=120 raises when a worker spends more than 2 minutes on one batch."
+            )
+        self.timeout: float | None = None if timeout is None else float(timeout)
         self.start_method: str = start_method or workers.default_start_method()
         if self.start_method not in workers.START_METHODS:
             raise ValueError(f"`start_method` must be one of {workers.START_METHODS}, got {start_method!r}.")
@@ -304,6 +319,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
                     num_workers=self.num_workers,
                     start_method=self.start_method,
                     prefetch=self.prefetch,
+                    timeout=self.timeout,
                 )
             return self._pool
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import resource
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from kloader._workers import shared_memory, torch_internals
 from kloader._workers.plan import Plan, Task
 from kloader._workers.processes import WorkerProcesses, check_picklable
 
-__all__ = ["START_METHODS", "Task", "WorkerPool", "check_picklable", "default_start_method"]
+__all__ = ["START_METHODS", "Task", "WorkerPool", "check_picklable", "check_prefetch", "default_start_method"]
 
 START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -46,6 +47,32 @@ def _stop_everything_at_exit() -> None:
     _interpreter_exiting = True
     for pool in list(_pools):
         pool.close()
+
+
+# File descriptors one prefetched batch may hold open in this process: one per
+# array (a shared-memory segment), for an assumed 4 arrays, twice (queued, and
+# held back to keep the order).
+_DESCRIPTORS_PER_PREFETCHED_BATCH = 8
+
+
+def check_prefetch(prefetch: int, num_workers: int) -> None:
+    """Refuses a `prefetch` whose batches in flight this process could not hold open.
+
+    Each batch a worker has handed over holds a file descriptor per array until
+    it is used; half of the process's limit on open files is left for them.
+    """
+    if num_workers == 0:
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    most = max(1, soft // 2 // (num_workers * _DESCRIPTORS_PER_PREFETCHED_BATCH))
+    if prefetch > most:
+        raise ValueError(
+            f"`prefetch` must be at most {most} with num_workers={num_workers}: each prefetched "
+            f"batch holds open files (shared memory) in this process, and it may open {soft} "
+            f"files (`ulimit -n`). Use prefetch={min(2, most)}, or raise the limit on open files."
+        )
 
 
 def default_start_method() -> str:
@@ -80,6 +107,8 @@ class WorkerPool:
         num_workers: how many processes.
         start_method: "forkserver", "spawn" or "fork".
         prefetch: batches in flight per worker.
+        timeout: seconds a worker may hold one batch before a WorkerError;
+            None warns once after a generous delay instead.
     """
 
     def __init__(
@@ -90,8 +119,10 @@ class WorkerPool:
         num_workers: int,
         start_method: str,
         prefetch: int,
+        timeout: float | None = None,
     ):
         self._maker = maker
+        self._timeout = timeout
         # What the workers get: the same maker, arrays in shared memory (made on first start).
         self._worker_maker: BatchMaker | None = None
         self.num_workers = num_workers
@@ -267,6 +298,7 @@ class WorkerPool:
             num_workers=self.num_workers,
             start_method=self.start_method,
             prefetch=self._prefetch,
+            timeout=self._timeout,
         )
 
     def close(self) -> None:

@@ -20,21 +20,27 @@ import os
 import pickle
 import signal
 import threading
+import time
+import warnings
 import weakref
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar, NoReturn
 
 import cloudpickle
 import torch.utils.data
 
 from kloader._core.batches import BatchMaker
 from kloader._core.errors import WorkerError
-from kloader._workers import torch_internals
+from kloader._workers import shared_memory, torch_internals
 from kloader._workers.buffers import Returns, WorkerBuffers
+from kloader._workers.failures import Failure
 from kloader._workers.plan import Key, Task
 
 _DEATH_WAIT_S = 1.0
+_STALL_CHECK_S = 1.0
+# With no `timeout`, a worker that holds one batch this long gets one warning.
+DEFAULT_STALL_WARNING_S = 60.0
 
 
 class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
@@ -94,17 +100,23 @@ class _WorkerDataset:
     tasks it made itself meanwhile (a skipped task comes back as None).
 
     `started` is the write end of a pipe on which each worker says it is up.
+
+    `holding` is shared memory in which worker w keeps, at [3w, 3w + 3), the
+    epoch and batch it is making and since when (0: idle), for the main
+    process's stall check.
     """
 
-    def __init__(self, maker: BatchMaker, parent_alive: Any, returns: list[Any], started: Any):
+    def __init__(self, maker: BatchMaker, parent_alive: Any, returns: list[Any], started: Any, holding: Any):
         self.maker = maker
         self.parent_alive = parent_alive
         self.returns = returns
         self.started = started
+        self.holding = holding
         self._buffers: WorkerBuffers | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _WorkerDataset, (_ByValue(self.maker), self.parent_alive, self.returns, self.started)
+        state = (self.parent_alive, self.returns, self.started, self.holding)
+        return _WorkerDataset, (_ByValue(self.maker), *state)
 
     def __getitem__(self, task: Task) -> tuple[Key, Any]:
         if self._buffers is None:
@@ -115,7 +127,18 @@ class _WorkerDataset:
         if task.key in self._buffers.skipped:  # made by the main process meanwhile
             del self._buffers.skipped[task.key]
             return task.key, None
-        batch = self.maker.make(task.seed, task.epoch, task.indices, self._buffers.allocate)
+        at = 3 * self._buffers.worker
+        self.holding[at : at + 3] = [task.epoch, task.batch, time.time()]
+        try:
+            batch = self.maker.make(task.seed, task.epoch, task.indices, self._buffers.allocate)
+        except BaseException as error:  # an exit too: the main process says what happened
+            worker, pid = self._buffers.worker, os.getpid()
+            failure = Failure(
+                error, worker=worker, pid=pid, epoch=task.epoch, batch=task.batch, indices=task.indices
+            )
+            return task.key, failure
+        finally:
+            self.holding[at + 2] = 0.0
         return task.key, batch
 
 
@@ -134,6 +157,18 @@ def _worker_started(worker_id: int) -> None:
 def _exit_on_end_of_file(connection: Any) -> None:
     multiprocessing.connection.wait([connection])
     os._exit(0)
+
+
+class _Recording:
+    """The tasks torch sends, remembered by key until their result comes back."""
+
+    def __init__(self, tasks: Iterable[Task], sent: dict[Key, Task]):
+        self._tasks, self._sent = tasks, sent
+
+    def __iter__(self) -> Iterator[Task]:
+        for task in self._tasks:
+            self._sent[task.key] = task
+            yield task
 
 
 def _keep_as_is(result: Any) -> Any:
@@ -184,9 +219,19 @@ class WorkerProcesses:
     """
 
     def __init__(
-        self, maker: BatchMaker, tasks: Iterable[Task], *, num_workers: int, start_method: str, prefetch: int
+        self,
+        maker: BatchMaker,
+        tasks: Iterable[Task],
+        *,
+        num_workers: int,
+        start_method: str,
+        prefetch: int,
+        timeout: float | None = None,
     ):
         self.start_method = start_method
+        self._timeout = timeout
+        self._warned_of_a_stall = False
+        self._sent: dict[Key, Task] = {}  # tasks out with the workers, by key
         self._iterator: Any = None
         self._start_error: BaseException | None = None
         context = torch_internals.context_for(start_method)
@@ -198,6 +243,7 @@ class WorkerProcesses:
             parent_alive, self._alive_writer = context.Pipe(duplex=False)
         self._started_reader, started_writer = context.Pipe(duplex=False)
         self._started_ids: set[int] = set()  # the workers that said they are up
+        self._holding = context.RawArray("d", 3 * num_workers)
         return_readers, return_writers = zip(*(context.Pipe(duplex=False) for _ in range(num_workers)))
         self._returns = Returns(list(return_writers))
         # Closed here once the workers have their copies: then end-of-file on
@@ -205,9 +251,11 @@ class WorkerProcesses:
         worker_ends = [*return_readers, started_writer, *([parent_alive] if parent_alive is not None else [])]
         try:
             data_loader = torch_internals.QuietDataLoader(
-                _WorkerDataset(maker, parent_alive, list(return_readers), started_writer),  # type: ignore[arg-type]
+                _WorkerDataset(maker, parent_alive, list(return_readers), started_writer, self._holding),  # type: ignore[arg-type]
                 batch_size=None,
-                sampler=tasks,
+                sampler=_Recording(tasks, self._sent),
+                # Waits for a result at most this long at a time, then checks for stalls.
+                timeout=_STALL_CHECK_S,
                 num_workers=num_workers,
                 collate_fn=_keep_as_is,
                 multiprocessing_context=context,
@@ -277,15 +325,64 @@ class WorkerProcesses:
         A failure is raised as is, or as a WorkerError when a worker died;
         the caller must close the processes then.
         """
-        try:
-            key, batch = next(self._iterator)
-        except BaseException as error:
-            dead = self._dead_workers(wait=not torch_internals.raised_in_a_worker(error))
-            _drop_torch_frames(error)
-            if dead:
-                raise WorkerError(self._death_message(dead)) from error
-            raise error.with_traceback(None) from error.__cause__
+        while True:
+            try:
+                key, batch = next(self._iterator)
+                break
+            except RuntimeError as error:
+                if not torch_internals.timed_out(error):
+                    self._raise_failure(error)
+                self._check_for_stalls()
+            except BaseException as error:
+                self._raise_failure(error)
+        self._sent.pop(key, None)
+        if isinstance(batch, Failure):
+            raise batch.exception()
         return key, self._returns.receive(batch)
+
+    def _raise_failure(self, error: BaseException) -> NoReturn:
+        dead = self._dead_workers(wait=not torch_internals.raised_in_a_worker(error))
+        _drop_torch_frames(error)
+        if dead:
+            raise WorkerError(self._death_message(dead)) from error
+        raise error.with_traceback(None) from error.__cause__
+
+    def _check_for_stalls(self) -> None:
+        """Raises (timeout set) or warns once (no timeout, after a generous delay) when a
+        worker has held one batch for too long."""
+        limit = self._timeout if self._timeout is not None else DEFAULT_STALL_WARNING_S
+        if self._timeout is None and self._warned_of_a_stall:
+            return
+        now = time.time()
+        pids = [w.pid for w in torch_internals.worker_processes(self._iterator)]
+        for worker, pid in enumerate(pids):
+            epoch, batch, since = self._holding[3 * worker : 3 * worker + 3]
+            if not since or now - since <= limit:
+                continue
+            sent = list(self._sent.values())
+            task = next((t for t in sent if (t.epoch, t.batch) == (int(epoch), int(batch))), None)
+            samples = f"samples {task.indices.tolist()}" if task is not None else "samples unknown"
+            message = (
+                f"kloader worker {worker} (pid {pid}) has been making batch {int(batch)} of epoch "
+                f"{int(epoch)} ({samples}) for {now - since:.0f} s"
+            )
+            advice = (
+                "A source or a transform that does not return (a read from a network file system that "
+                "hangs, a lock, an endless loop) holds up the loop: make those samples with "
+                "num_workers=0 (loader.indices(batch, epoch) gives them) to see where it waits."
+            )
+            if self._timeout is not None:
+                raise WorkerError(
+                    f"{message}, longer than timeout={self._timeout:g} s. All workers were shut down. {advice}"
+                )
+            self._warned_of_a_stall = True
+            warnings.warn(
+                f"{message}. Still waiting. {advice} Pass timeout=SECONDS to kloader.Loader to raise "
+                "an error instead (this warning is given once).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
 
     def _dead_workers(self, wait: bool) -> list[tuple[int, str]]:
         workers = torch_internals.worker_processes(self._iterator) if self._iterator is not None else []
@@ -299,7 +396,7 @@ class WorkerProcesses:
             code = worker.exitcode
             if code is not None and code < 0:
                 dead.append((worker_id, f"pid {worker.pid} killed by {signal.Signals(-code).name}"))
-            elif code:
+            elif code is not None:  # even 0: a worker must not end while in use
                 dead.append((worker_id, f"pid {worker.pid} exited with code {code}"))
         return dead
 
@@ -321,9 +418,21 @@ class WorkerProcesses:
                 f"is printed above. {guard}Workers unpickle the source and the transform: check that "
                 "the modules they come from import without side effects."
             )
+        if any("SIGKILL" in how for _, how in dead):
+            return message + (
+                "A worker killed by SIGKILL was most often stopped by the out-of-memory killer: use "
+                "fewer workers, a smaller batch_size, or less prefetch."
+            )
+        if any("killed by" in how for _, how in dead):
+            return message + (
+                "A worker killed by a signal other than SIGKILL most often crashed in native code "
+                "(a C extension the source or the transform calls): try num_workers=0 to see the "
+                "crash in this process."
+            )
         return message + (
-            "A worker killed by SIGKILL was most often stopped by the out-of-memory killer: use "
-            "fewer workers, a smaller batch_size, or less prefetch."
+            "A worker that exits by itself was ended by the code it runs: the source or the "
+            "transform called os._exit() or exit() in a C extension. Raise an exception instead "
+            "(it reaches you as kloader.SampleError naming the sample)."
         )
 
     def close(self) -> None:
@@ -332,9 +441,11 @@ class WorkerProcesses:
         self._starter = None
         iterator, self._iterator = self._iterator, None
         if iterator is not None:
+            pids = [w.pid for w in torch_internals.worker_processes(iterator) if w.pid is not None]
             torch_internals.shutdown_workers(iterator)
             # Its queues' named semaphores are unlinked when it is freed: now.
             del iterator
+            shared_memory.remove_segments_of(pids)
         self._close_pipes()
 
     def _close_pipes(self) -> None:

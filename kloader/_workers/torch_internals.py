@@ -30,6 +30,17 @@ WORKER_ERROR_PHRASE = "in DataLoader worker process"
 MAIN_MODULE_KEYS = ("init_main_from_path", "init_main_from_name")
 
 
+# torch's iterator raises a RuntimeError with this text when no result came within
+# the DataLoader's `timeout`, and can be asked again afterwards
+# (torch/utils/data/dataloader.py, `_get_data`).
+TIMEOUT_PHRASE = "DataLoader timed out after"
+
+
+def timed_out(error: BaseException) -> bool:
+    """True when `error` is torch's "no result within `timeout`" (the iterator stays usable)."""
+    return isinstance(error, RuntimeError) and str(error).startswith(TIMEOUT_PHRASE)
+
+
 def raised_in_a_worker(error: BaseException) -> bool:
     """True when torch re-raised `error` from a worker's exception."""
     return WORKER_ERROR_PHRASE in str(error)

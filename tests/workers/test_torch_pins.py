@@ -181,3 +181,35 @@ def test_torch_registers_its_tensor_reductions_with_forking_pickler() -> None:
     which kloader's cloudpickle pickler adds so shared arrays travel as file descriptors."""
     reducers = torch_internals.forking_reducers()
     assert torch.Tensor in reducers and torch.UntypedStorage in reducers
+
+
+class SlowFirst:
+    """Sample 0 takes a second."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        if index == 0:
+            time.sleep(1)
+        return index
+
+
+def test_a_timed_out_iterator_can_be_asked_again() -> None:
+    """With DataLoader(timeout=t), no result within t raises "DataLoader timed out after"
+    and leaves the iterator usable: asked again, it yields the result in order."""
+    loader = torch.utils.data.DataLoader(
+        SlowFirst(), batch_size=None, num_workers=1, multiprocessing_context="forkserver", timeout=0.2
+    )
+    iterator = iter(loader)
+    with pytest.raises(RuntimeError) as error:
+        next(iterator)
+    assert torch_internals.timed_out(error.value), str(error.value)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert [int(next(iterator)), int(next(iterator))] == [0, 1]
+            break
+        except RuntimeError as again:
+            assert torch_internals.timed_out(again) and time.monotonic() < deadline
+    torch_internals.shutdown_workers(iterator)

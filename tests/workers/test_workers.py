@@ -72,7 +72,7 @@ def test_transform_error_in_a_worker_names_the_sample_and_stops_workers() -> Non
         list(loader)
     message = str(error.value)
     assert "failed on sample 7 (epoch 0) with ZeroDivisionError" in message
-    assert "Original Traceback" in message and "fail_on_seven" in message
+    assert "The worker's traceback" in message and "fail_on_seven" in message
     assert loader.worker_pids == []
 
 
