@@ -133,6 +133,13 @@ class WorkerPool:
         self._processes: WorkerProcesses | None = None
         # False while the workers start and the main process makes the batches.
         self._workers_deliver = False
+        self._buffers_reused_before = 0  # by processes stopped since
+
+    @property
+    def buffers_reused(self) -> int:
+        """How many batch buffers the workers have filled again (all starts together)."""
+        processes = self._processes
+        return self._buffers_reused_before + (processes.buffers_reused if processes is not None else 0)
 
     @property
     def running(self) -> bool:
@@ -319,3 +326,4 @@ class WorkerPool:
         self._workers_deliver = False
         if processes is not None:
             processes.close()
+            self._buffers_reused_before += processes.buffers_reused

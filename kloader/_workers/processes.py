@@ -310,6 +310,11 @@ class WorkerProcesses:
             self._started_reader.close()
 
     @property
+    def buffers_reused(self) -> int:
+        """How many batch buffers came back refilled by a worker."""
+        return self._returns.reused
+
+    @property
     def pids(self) -> list[int]:
         if self._iterator is None:
             return []
