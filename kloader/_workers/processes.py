@@ -47,7 +47,7 @@ class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
     # torch's reductions first: tensors in shared memory travel as file
     # descriptors (shared_memory.SharedArraySource), not as bytes.
     dispatch_table: ClassVar[Mapping[Any, Any]] = ChainMap(
-        dict(torch_internals.forking_reducers()), cloudpickle.Pickler.dispatch_table
+        torch_internals.forking_reducers(), cloudpickle.Pickler.dispatch_table
     )
 
 

@@ -11,7 +11,6 @@ import io
 import multiprocessing
 import multiprocessing.context
 import os
-from collections.abc import Mapping
 from multiprocessing import forkserver, popen_forkserver, spawn, util
 from multiprocessing.context import set_spawning_popen
 from multiprocessing.reduction import ForkingPickler
@@ -79,7 +78,7 @@ def stop_death_reports_in_main_thread(iterator: Any) -> None:
         iterator._worker_pids_set = False
 
 
-def forking_reducers() -> Mapping[type, Any]:
+def forking_reducers() -> dict[type, Any]:
     """The reductions registered with multiprocessing's ForkingPickler (torch's among
     them: a tensor in shared memory pickles as a file descriptor, not as bytes)."""
     return ForkingPickler._extra_reducers  # type: ignore[attr-defined,no-any-return]

@@ -236,3 +236,14 @@ def test_workers_inherit_a_frozen_fork_server() -> None:
     # torch alone is over 100 000 objects; this process has frozen none.
     assert (counts[in_workers] > 100_000).all(), counts
     assert (counts[~in_workers] == 0).all(), counts
+
+
+def test_arrays_travel_to_workers_as_shared_memory_not_bytes() -> None:
+    """What the workers get is pickled by value, yet a 10 MB array source pickles to a
+    few hundred bytes: torch's reductions send its shared memory as a file descriptor."""
+    from kloader._core.sources import as_source
+    from kloader._workers.processes import _dumps_by_value
+    from kloader._workers.shared_memory import SharedArraySource
+
+    shared = SharedArraySource(as_source(np.zeros((1000, 2500), np.float32)))
+    assert len(_dumps_by_value(shared)) < 10_000
