@@ -108,3 +108,14 @@ def assert_batches_equal(actual: list[Any], expected: list[Any], what: str = "")
                 f"{what}: batch {i} has dtype {a_leaf.dtype}, not {e_leaf.dtype}"
             )
             np.testing.assert_array_equal(a_leaf, e_leaf, err_msg=f"{what}: batch {i} differs")
+
+
+def wait_until_a_worker_is_up(loader: kloader.Loader, timeout: float = 60) -> None:
+    """Waits (without asking for batches) until a worker of `loader` can make them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = loader._pool
+        if pool is not None and pool._processes is not None and pool._processes.some_worker_started():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no worker was up after {timeout} s")

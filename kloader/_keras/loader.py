@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 import threading
 import weakref
 from collections.abc import Iterator
@@ -96,8 +97,10 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             `numpy.random.Generator` derived from (seed, epoch, sample index).
         drop_remainder: leave out the last, smaller batch of each epoch.
         num_workers: 0 makes batches in this process; N > 0 starts N worker
-            processes that live across epochs and prefetch ahead. While they
-            start, batches are made in this process (the same bytes). Arrays
+            processes that live across epochs and prefetch ahead. Until one
+            is up, batches are made in this process (the same bytes). The
+            transform and the source reach the workers by value (cloudpickle):
+            they may be defined anywhere, a notebook cell included. Arrays
             without a transform need no workers: each batch is one vectorised
             gather per array, made in this process for any `num_workers`.
         shard: which part of every epoch this process reads. "auto" (default)
@@ -110,7 +113,12 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         start_method: how workers start: "forkserver" (default where available,
             safe after CUDA / JAX / TensorFlow have started threads), "spawn" or
             "fork".
-        prefetch: batches in flight per worker.
+        prefetch: batches in flight per worker (bounded by the open files
+            this process may hold: `ulimit -n`).
+        timeout: seconds a worker may spend on one batch. When one takes
+            longer, a `kloader.WorkerError` names the worker, the epoch, the
+            batch and its sample indices, and all workers stop. None (default)
+            warns once, with the same details, after 60 s, and keeps waiting.
 
     Example:
         ```python
@@ -136,6 +144,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         shard: tuple[int, int] | str | None = "auto",
         start_method: str | None = None,
         prefetch: int = 2,
+        timeout: float | None = None,
         **keras_arguments: Any,
     ):
         arguments.check_keras_arguments(keras_arguments)
@@ -149,6 +158,15 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             )
         self.num_workers = int(num_workers)
         self.prefetch = checks.int_at_least(prefetch, 1, name="prefetch", example="prefetch=2")
+        workers.check_prefetch(self.prefetch, self.num_workers)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0
+        ):
+            raise ValueError(
+                f"`timeout` must be None or a number of seconds > 0, got {timeout!r}. For example "
+                "timeout=120 raises when a worker spends more than 2 minutes on one batch."
+            )
+        self.timeout = None if timeout is None else float(timeout)
         self.start_method = start_method or workers.default_start_method()
         if self.start_method not in workers.START_METHODS:
             raise ValueError(f"`start_method` must be one of {workers.START_METHODS}, got {start_method!r}.")
@@ -198,6 +216,9 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
     drop_remainder = Fixed[bool]("Whether the last, smaller batch of each epoch is left out.")
     num_workers = Fixed[int]("Worker processes making batches (0: made in this process).")
     prefetch = Fixed[int]("Batches in flight per worker.")
+    timeout = Fixed["float | None"](
+        "Seconds a worker may spend on one batch before kloader raises (None: warn once)."
+    )
     start_method = Fixed[str]('How workers start: "forkserver", "spawn" or "fork".')
     shard_index = Fixed[int]("Which shard of every epoch this process reads.")
     num_shards = Fixed[int]("How many shards every epoch is split into.")
@@ -298,6 +319,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
                     num_workers=self.num_workers,
                     start_method=self.start_method,
                     prefetch=self.prefetch,
+                    timeout=self.timeout,
                 )
             return self._pool
 

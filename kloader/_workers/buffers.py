@@ -34,13 +34,18 @@ import numpy as np
 import torch
 
 from kloader._core import tree
-from kloader._workers import shared_memory
+from kloader._workers import shared_memory, torch_internals
 
 _FREE_BUFFERS = 2
 _LENT_BUFFERS = 64
 # Ids sent back per worker per task: more only happen when the consumer drops
 # many held batches at once, and the worker has forgotten most of those anyway.
 _RETURNS_PER_MESSAGE = _LENT_BUFFERS
+# Keys of tasks to skip that a worker remembers: only tasks that were in flight
+# while the workers started are ever skipped.
+_SKIPS_REMEMBERED = 1024
+
+Key = tuple[int, int, int]
 
 
 class Lent:
@@ -55,6 +60,9 @@ class Lent:
 class WorkerBuffers:
     """In a worker: hands out buffers for batches, reusing those returned.
 
+    The same pipe carries the keys of tasks the main process has made itself
+    meanwhile (while the workers started): `skipped` holds those not yet met.
+
     Args:
         worker: this worker's id.
         returns: read end of the pipe on which the main process sends back the
@@ -68,13 +76,14 @@ class WorkerBuffers:
         self._free: list[tuple[int, torch.UntypedStorage]] = []
         self._lent: OrderedDict[int, torch.UntypedStorage] = OrderedDict()
         self._next_id = 0
+        self.skipped: OrderedDict[Key, None] = OrderedDict()
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
         """`_batches.Allocate`: (NumPy view to fill, object to send)."""
         torch_dtype = shared_memory.torch_dtype_of(np.dtype(dtype))
         if torch_dtype is None:
             return shared_memory.empty(shape, dtype)
-        self._take_returns()
+        self.take_messages()
         nbytes = shared_memory.nbytes_of(shape, dtype)
         buffer, storage = self._reuse(nbytes) or self._new(nbytes)
         self._lent[buffer] = storage
@@ -91,17 +100,23 @@ class WorkerBuffers:
 
     def _new(self, nbytes: int) -> tuple[int, torch.UntypedStorage]:
         self._next_id += 1
-        return self._next_id, torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
+        return self._next_id, torch_internals.new_shared_storage(nbytes)
 
-    def _take_returns(self) -> None:
+    def take_messages(self) -> None:
+        """Takes the returned buffers and the keys to skip that the main process sent."""
         if self._returns is None:
             return
         try:
             while self._returns.poll():
-                for buffer in self._returns.recv():
+                returned, skipped = self._returns.recv()
+                for buffer in returned:
                     storage = self._lent.pop(buffer, None)
                     if storage is not None:
                         self._free.append((buffer, storage))
+                for key in skipped:
+                    self.skipped[tuple(key)] = None
+                while len(self.skipped) > _SKIPS_REMEMBERED:
+                    self.skipped.popitem(last=False)
         except (EOFError, OSError):
             self._returns = None  # the main process is gone; the watchdog ends this worker
         del self._free[: max(len(self._free) - _FREE_BUFFERS, 0)]
@@ -124,6 +139,8 @@ class Returns:
 
     def receive(self, batch: Any) -> Any:
         """The batch as NumPy arrays; each buffer goes back when its array is dropped."""
+        if batch is None:  # a skipped task
+            return None
         leaves, structure = tree.flatten(batch)
         return tree.unflatten(structure, [self._array(leaf) for leaf in leaves])
 
@@ -142,19 +159,20 @@ class Returns:
         finalizer.atexit = False
         return array
 
-    def send(self) -> None:
-        """Sends the ids of dropped buffers to their workers."""
+    def send(self, skip: list[Key] | None = None) -> None:
+        """Sends the ids of dropped buffers to their workers, and `skip` to every worker."""
         returned: dict[int, list[int]] = {}
         if not self._writers:  # closed
             self._released.clear()
         while self._released:
             worker, buffer = self._released.popleft()
             returned.setdefault(worker, []).append(buffer)
-        for worker, buffers in returned.items():
+        workers = range(len(self._writers)) if skip else returned
+        for worker in workers:
             # A dead worker's pipe is broken: the pool reports the death where it
             # waits for batches.
             with contextlib.suppress(OSError):
-                self._writers[worker].send(buffers[-_RETURNS_PER_MESSAGE:])
+                self._writers[worker].send((returned.get(worker, [])[-_RETURNS_PER_MESSAGE:], skip or []))
 
     def close(self) -> None:
         for writer in self._writers:

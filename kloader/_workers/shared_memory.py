@@ -11,6 +11,8 @@ Dtypes torch cannot hold (strings, objects) stay plain NumPy arrays.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,9 @@ import torch
 
 from kloader._core.batches import BatchMaker
 from kloader._core.sources import ArraySource, read_only
+from kloader._workers import torch_internals
+
+SHARED_MEMORY_DIR = "/dev/shm"
 
 
 def torch_dtype_of(dtype: np.dtype) -> torch.dtype | None:
@@ -38,9 +43,50 @@ def empty(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
         array = np.empty(shape, dtype=dtype)
         return array, array
     # Allocated directly in shared memory, as torch's default_collate does: no copy.
-    storage = torch.UntypedStorage._new_shared(nbytes_of(shape, dtype))  # type: ignore[no-untyped-call]
+    storage = torch_internals.new_shared_storage(nbytes_of(shape, dtype))
     tensor = tensor_on(storage, shape, torch_dtype)
     return tensor.numpy(), tensor
+
+
+def remove_segments_of(pids: list[int]) -> None:
+    """Unlinks the named segments that the stopped processes `pids` left in /dev/shm.
+
+    torch unlinks a segment as soon as it is mapped, except when the
+    allocation fails half way (shared memory full: the file stays, named
+    `torch_<pid>_...`) or the process dies in between. Nothing else uses those
+    names, and the processes are gone: the files only hold memory.
+    """
+    try:
+        names = os.listdir(SHARED_MEMORY_DIR)
+    except OSError:
+        return
+    prefixes = tuple(f"torch_{pid}_" for pid in pids)
+    for name in names:
+        if prefixes and name.startswith(prefixes):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(SHARED_MEMORY_DIR, name))
+
+
+def out_of_shared_memory(error: BaseException) -> bool:
+    """True when `error` is a failed shared-memory allocation for lack of space."""
+    text = str(error)
+    return "shared memory" in text and ("No space left on device" in text or "(28)" in text)
+
+
+def shared_memory_advice(nbytes: int | None = None) -> str:
+    """What to do when shared memory runs out, with what is free now."""
+    try:
+        stats = os.statvfs(SHARED_MEMORY_DIR)
+        room = f" ({stats.f_bavail * stats.f_frsize / 2**20:.0f} MB of {stats.f_blocks * stats.f_frsize / 2**20:.0f} MB free now)"
+    except OSError:
+        room = ""
+    return (
+        f"Shared memory ({SHARED_MEMORY_DIR}{room}) ran out: worker processes hand batches over "
+        "in shared memory, about num_workers * (prefetch + 2) batches at a time. Use a smaller "
+        "batch_size, fewer workers (num_workers) or a smaller prefetch, or give the machine more "
+        "shared memory: in a container, a larger --shm-size (Docker's default is 64 MB), e.g. "
+        "`docker run --shm-size=4g`. All workers were shut down and their shared memory released."
+    )
 
 
 def nbytes_of(shape: tuple[int, ...], dtype: np.dtype) -> int:

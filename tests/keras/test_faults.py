@@ -24,7 +24,7 @@ import pytest
 import kloader
 
 from keras_utils import IdRecorder, id_model
-from utils import IdDataset, assert_batches_equal, jitter, slow_jitter
+from utils import IdDataset, assert_batches_equal, jitter, slow_jitter, wait_until_a_worker_is_up
 
 HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 
@@ -146,6 +146,10 @@ def test_memory_and_file_descriptors_stay_flat_over_30_epochs() -> None:
     loader = kloader.Loader((x, np.arange(512)), batch_size=32, seed=2, transform=jitter_image, num_workers=2)
     main = psutil.Process()
     samples: list[tuple[int, list[int], int]] = []
+    first_pass = iter(loader)
+    next(first_pass)  # made here while the workers start: the measurement starts once they are up
+    wait_until_a_worker_is_up(loader)
+    list(first_pass)
     for epoch in range(30):
         for _ in loader:
             pass
@@ -192,18 +196,22 @@ def run_script(tmp_path: Path, source: str, timeout: float = 120) -> subprocess.
 
 
 def test_script_without_main_guard_gets_a_hint_under_spawn(tmp_path: Path) -> None:
-    """Under spawn, a script that starts workers at import time fails fast with the fix."""
+    """Under spawn, a script that starts workers at import time fails as soon as its workers
+    fail to start (not after the 200 s of work it asked for), with the fix."""
     result = run_script(
         tmp_path,
         """
+        import time
         import numpy as np
         import kloader
 
         def double(sample, rng):
+            time.sleep(0.002)
             return sample * 2
 
-        # Enough batches that the main process cannot finish while the workers start.
-        loader = kloader.Loader(np.arange(4000.0)[:, None], batch_size=4, transform=double,
+        # Far more work (200 s) than the main process can do while the workers start:
+        # it makes batches until they fail, then reports it.
+        loader = kloader.Loader(np.arange(100_000.0)[:, None], batch_size=4, transform=double,
                                 num_workers=2, start_method="spawn")
         print(len(list(loader)))
         """,

@@ -14,7 +14,14 @@ import pytest
 import kloader
 
 from keras_utils import IdRecorder, first_feature_model, id_model
-from utils import IdDataset, assert_labels, expected_labels, id_arrays, jitter_label
+from utils import (
+    IdDataset,
+    assert_labels,
+    expected_labels,
+    id_arrays,
+    jitter_label,
+    wait_until_a_worker_is_up,
+)
 
 # Frozen: the ids seed 42 gives IdDataset(10) in batches of 4, epochs 0-2. The
 # same list is asserted on every backend, so it proves they agree.
@@ -198,7 +205,10 @@ def test_fit_trains_on_intact_batches_while_buffers_are_reused() -> None:
     prefetch would fail this."""
     recorder = IdRecorder()
     loader = kloader.Loader(IdDataset(400), batch_size=4, seed=4, transform=jitter_label, num_workers=2)
+    next(iter(loader))  # made here: the workers start, and make fit's batches once up
+    wait_until_a_worker_is_up(loader)
+    loader.set_epoch(0)
     id_model(recorder).fit(loader, epochs=2, verbose=0, callbacks=[recorder])
     assert_labels(recorder.train, expected_labels(loader, 2))
-    reused = loader._pool._returns.reused if loader._pool is not None else 0
+    reused = loader._pool.buffers_reused if loader._pool is not None else 0
     assert reused >= 100, f"the workers reused {reused} buffers: too few for this test to test anything"

@@ -12,7 +12,7 @@ import kloader
 from kloader._workers import buffers as worker_buffers
 from kloader._workers.buffers import Returns, WorkerBuffers
 
-from utils import IdDataset, assert_batches_equal, jitter
+from utils import IdDataset, assert_batches_equal, jitter, wait_until_a_worker_is_up
 
 
 def pipe() -> tuple[object, object]:
@@ -88,9 +88,15 @@ def test_strings_are_not_shared_memory() -> None:
 
 
 def test_batches_kept_by_the_caller_survive_later_epochs_with_workers() -> None:
-    """Epoch 0's batches, kept whole, sliced or as tensors, are intact after 3 more epochs."""
-    expected = list(kloader.Loader(IdDataset(64), batch_size=4, seed=5, transform=jitter))
+    """Epoch 1's batches (made by workers), kept whole, sliced or as tensors, are intact after 3 more epochs."""
+    reference = kloader.Loader(IdDataset(64), batch_size=4, seed=5, transform=jitter)
+    reference.set_epoch(1)
+    expected = list(reference)
     with kloader.Loader(IdDataset(64), batch_size=4, seed=5, transform=jitter, num_workers=2) as loader:
+        warm_up = iter(loader)
+        next(warm_up)  # epoch 0 is made here while the workers start
+        wait_until_a_worker_is_up(loader)
+        list(warm_up)
         kept = list(loader)
         slices = [batch[0][1:3] for batch in kept]
         tensors = [torch.from_numpy(batch[1]) for batch in kept]
@@ -98,7 +104,7 @@ def test_batches_kept_by_the_caller_survive_later_epochs_with_workers() -> None:
         for _ in range(3):
             for _batch in loader:
                 pass
-        reused = loader._pool._returns.reused
+        reused = loader._pool.buffers_reused
         assert reused >= 10, f"the workers reused {reused} buffers: too few for this test to test anything"
     assert_batches_equal(kept, expected[1::2], what="kept batches")
     for position, (part, tensor) in enumerate(zip(slices, tensors)):

@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 import kloader
-from kloader._workers import pool
+from kloader._workers import processes as lifecycle
 
-from utils import IdDataset, assert_batches_equal, id_arrays, jitter
+from utils import IdDataset, assert_batches_equal, id_arrays, jitter, wait_until_a_worker_is_up
 
 
 def batches(loader: kloader.Loader, epochs: int) -> list[object]:
@@ -72,7 +72,7 @@ def test_transform_error_in_a_worker_names_the_sample_and_stops_workers() -> Non
         list(loader)
     message = str(error.value)
     assert "failed on sample 7 (epoch 0) with ZeroDivisionError" in message
-    assert "Original Traceback" in message and "fail_on_seven" in message
+    assert "The worker's traceback" in message and "fail_on_seven" in message
     assert loader.worker_pids == []
 
 
@@ -82,10 +82,27 @@ def fail_on_seven(sample: tuple[np.ndarray, np.float32], rng: np.random.Generato
     return sample
 
 
+def test_lambda_and_closure_transforms_reach_workers_by_value() -> None:
+    """A lambda or a nested function goes to the workers by value (cloudpickle) and
+    gives the batches of num_workers=0."""
+    scale = np.float32(3.0)
+
+    def nested(sample: tuple[np.ndarray, np.float32], rng: np.random.Generator) -> object:
+        return sample[0] * scale + rng.normal(size=2).astype(np.float32), sample[1]
+
+    for transform in (lambda s, rng: (s[0] * 2, s[1]), nested):
+        expected = batches(kloader.Loader(IdDataset(12), batch_size=4, seed=1, transform=transform), 2)
+        with kloader.Loader(
+            IdDataset(12), batch_size=4, seed=1, transform=transform, num_workers=2
+        ) as loader:
+            assert_batches_equal(batches(loader, 2), expected)
+
+
 def test_unpicklable_transform_is_refused_before_starting() -> None:
-    """A lambda transform with workers fails up front, saying how to fix it."""
-    loader = kloader.Loader(IdDataset(4), batch_size=2, transform=lambda s, rng: s, num_workers=2)
-    with pytest.raises(TypeError, match=r"cannot be pickled.*Define it at module level"):
+    """A transform holding a lock fails up front, saying how to fix it."""
+    lock = threading.Lock()
+    loader = kloader.Loader(IdDataset(4), batch_size=2, transform=lambda s, rng: (lock, s)[1], num_workers=2)
+    with pytest.raises(TypeError, match=r"cannot be pickled.*Drop unpicklable members"):
         next(iter(loader))
     assert loader.worker_pids == []
 
@@ -126,27 +143,42 @@ def test_a_dropped_loader_stops_its_workers_at_once() -> None:
 
 
 def test_batches_are_made_here_while_workers_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the workers are up the loader makes up to num_workers * prefetch batches
-    in this process, the same bytes; then the workers go on from the next batch."""
+    """Until a worker is up the loader makes every batch asked for in this process
+    (no cap, no wait), the same bytes; then the workers go on from the next batch."""
 
     started = threading.Event()
-    real_start = pool._start_in_thread
+    real_start = lifecycle._start_in_thread
 
     def held_start(*args: object) -> None:
         started.wait(timeout=60)
         real_start(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pool, "_start_in_thread", held_start)
-    expected = batches(kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=jitter), 3)
-    with kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=jitter, num_workers=2) as loader:
+    monkeypatch.setattr(lifecycle, "_start_in_thread", held_start)
+    expected = batches(kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=pid_jitter), 4)
+    with kloader.Loader(IdDataset(20), batch_size=4, seed=5, transform=pid_jitter, num_workers=2) as loader:
         passes = iter(loader)
-        got = [next(passes) for _ in range(2 * 2)]  # num_workers * prefetch
+        got = [next(passes) for _ in range(5)]
+        passes = iter(loader)
+        got += [next(passes) for _ in range(3)]  # more than num_workers * prefetch
         assert loader._pool is not None and not loader._pool.running
         started.set()
+        wait_until_a_worker_is_up(loader)
         got += list(passes)
         assert len(loader.worker_pids) == 2
         got += batches(loader, 2)
-        assert_batches_equal(got, expected)
+        assert_batches_equal([strip_pid(b) for b in got], [strip_pid(b) for b in expected])
+    made_by = [b[2][0] for b in got]
+    assert set(made_by[:8]) == {os.getpid()}, "made here while the start was held"
+    assert set(made_by[-10:]) - {os.getpid()}, "the workers made the last epochs"
+
+
+def pid_jitter(sample: tuple[np.ndarray, np.float32], rng: np.random.Generator) -> object:
+    features, label = jitter(sample, rng)
+    return features, label, np.int64(os.getpid())
+
+
+def strip_pid(batch: object) -> object:
+    return batch[:2]  # type: ignore[index]
 
 
 def test_close_while_workers_start_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,15 +186,15 @@ def test_close_while_workers_start_leaves_no_process(monkeypatch: pytest.MonkeyP
 
     started = threading.Event()
     pids: list[int] = []
-    real_start = pool._start_in_thread
+    real_start = lifecycle._start_in_thread
 
-    def held_start(pool_ref: object, data_loader: object, parent_alive: object) -> None:
+    def held_start(processes_ref: object, data_loader: object, worker_ends: object) -> None:
         started.wait(timeout=60)
-        real_start(pool_ref, data_loader, parent_alive)  # type: ignore[arg-type]
-        pool = pool_ref()  # type: ignore[operator]
-        pids.extend(pool.pids if pool is not None else [])
+        real_start(processes_ref, data_loader, worker_ends)  # type: ignore[arg-type]
+        started_processes = processes_ref()  # type: ignore[operator]
+        pids.extend(started_processes.pids if started_processes is not None else [])
 
-    monkeypatch.setattr(pool, "_start_in_thread", held_start)
+    monkeypatch.setattr(lifecycle, "_start_in_thread", held_start)
     loader = kloader.Loader(IdDataset(20), batch_size=4, seed=0, num_workers=2)
     next(iter(loader))
     threading.Timer(0.2, started.set).start()
@@ -195,9 +227,23 @@ def test_workers_inherit_a_frozen_fork_server() -> None:
     """The fork server freezes what it imported (torch, NumPy, kloader) before it forks
     workers, so their garbage collector never copies those pages; see _freeze_fork_server."""
     with kloader.Loader(FrozenObjects(), batch_size=2, seed=0, num_workers=2) as loader:
-        pids, counts = np.concatenate(list(loader)).T
+        passes = iter(loader)
+        first = next(passes)  # made here: the workers are starting
+        wait_until_a_worker_is_up(loader)
+        pids, counts = np.concatenate([first, *passes]).T
     in_workers = pids != os.getpid()
     assert in_workers.sum() >= 20, "the workers made too few batches to tell"
     # torch alone is over 100 000 objects; this process has frozen none.
     assert (counts[in_workers] > 100_000).all(), counts
     assert (counts[~in_workers] == 0).all(), counts
+
+
+def test_arrays_travel_to_workers_as_shared_memory_not_bytes() -> None:
+    """What the workers get is pickled by value, yet a 10 MB array source pickles to a
+    few hundred bytes: torch's reductions send its shared memory as a file descriptor."""
+    from kloader._core.sources import as_source
+    from kloader._workers.processes import _dumps_by_value
+    from kloader._workers.shared_memory import SharedArraySource
+
+    shared = SharedArraySource(as_source(np.zeros((1000, 2500), np.float32)))
+    assert len(_dumps_by_value(shared)) < 10_000
