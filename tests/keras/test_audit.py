@@ -35,6 +35,7 @@ def table_rows(stdout: str) -> list[list[str]]:
     return [line.split() for line in stdout.splitlines() if line.startswith(backend + " ")]
 
 
+@pytest.mark.slow
 @pytest.mark.backend("jax", "torch")
 def test_textbook_pydataset_with_process_workers_fails_with_duplicates_counted() -> None:
     """The on_epoch_end-shuffling PyDataset with workers=2 duplicates samples: exit 1, counted, cause named."""
@@ -52,6 +53,7 @@ def test_textbook_pydataset_with_process_workers_fails_with_duplicates_counted()
     assert "run 2/2" in result.stderr  # progress
 
 
+@pytest.mark.slow
 def test_textbook_pydataset_without_workers_is_named_for_fits_unseeded_batch_reordering() -> None:
     """Without workers every epoch is a permutation, but fit reorders batches unseeded: runs differ, exit 1."""
     result = run_audit("audit_data:textbook_without_workers")
@@ -62,6 +64,7 @@ def test_textbook_pydataset_without_workers_is_named_for_fits_unseeded_batch_reo
     assert "fit's own batch reordering" in result.stdout and "set_random_seed" in result.stdout
 
 
+@pytest.mark.slow
 def test_loader_with_two_workers_passes_on_this_backend() -> None:
     """A kloader.Loader with 2 workers gives every sample once per epoch, new orders, both runs alike: exit 0."""
     result = run_audit("audit_data:loader_with_workers")
@@ -74,6 +77,7 @@ def test_loader_with_two_workers_passes_on_this_backend() -> None:
     assert "Result: PASS" in result.stdout
 
 
+@pytest.mark.slow
 def test_loader_without_seed_fails_because_runs_differ() -> None:
     """seed=None draws a seed per run: the runs disagree, exit 1, and the fix says seed=."""
     result = run_audit("audit_data:loader_without_seed")
@@ -82,6 +86,7 @@ def test_loader_without_seed_fails_because_runs_differ() -> None:
     assert "seed=None" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_function_that_fails_is_reported_with_its_error() -> None:
     """A target that does not exist: exit 2 with the reason, no report."""
     result = run_audit("audit_data:no_such_function")

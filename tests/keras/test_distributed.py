@@ -60,6 +60,7 @@ def assert_ranks_split_the_global_order(by_rank: dict[int, list[list[int]]]) -> 
             assert ranks[0][step] + ranks[1][step] == single.indices(step, epoch).tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_torchrun_ranks_read_disjoint_shards_of_the_global_order(tmp_path: Path) -> None:
     """torchrun --nproc_per_node=2 (gloo, localhost), Keras on torch, 2 workers per rank."""
@@ -76,6 +77,7 @@ def test_torchrun_ranks_read_disjoint_shards_of_the_global_order(tmp_path: Path)
     assert_ranks_split_the_global_order(read_ranks([out], 2))
 
 
+@pytest.mark.slow
 @pytest.mark.backend("jax")
 def test_jax_processes_read_disjoint_shards_of_the_global_order(tmp_path: Path) -> None:
     """Two JAX processes joined by jax.distributed.initialize on a localhost coordinator."""

@@ -140,6 +140,7 @@ def test_interrupted_fit_leaves_no_process_and_no_shared_memory(error: type[Base
     assert shared_memory_segments() <= segments_before, "new /dev/shm entries were left behind"
 
 
+@pytest.mark.slow
 def test_memory_and_file_descriptors_stay_flat_over_30_epochs() -> None:
     """30 epochs with 2 workers: main and worker memory grow < 5 %, open files do not grow."""
     x = np.random.default_rng(0).integers(0, 255, size=(512, 32, 32, 3), dtype=np.uint8)
@@ -177,6 +178,7 @@ def jitter_image(
     return np.flip(image, axis=1) if rng.random() < 0.5 else image, label
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 @pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
 def test_start_methods_give_identical_batches(start_method: str) -> None:
@@ -195,6 +197,7 @@ def run_script(tmp_path: Path, source: str, timeout: float = 120) -> subprocess.
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_script_without_main_guard_gets_a_hint_under_spawn(tmp_path: Path) -> None:
     """Under spawn, a script that starts workers at import time fails as soon as its workers
     fail to start (not after the 200 s of work it asked for), with the fix."""
@@ -221,6 +224,7 @@ def test_script_without_main_guard_gets_a_hint_under_spawn(tmp_path: Path) -> No
     assert "kloader.WorkerError" in result.stderr or "WorkerError" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path, start_method: str) -> None:
     """The main process SIGKILLed: its workers (and the fork server) exit within 10 s."""

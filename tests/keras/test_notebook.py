@@ -58,6 +58,7 @@ CELLS = [
 ]
 
 
+@pytest.mark.slow
 def test_a_notebook_cell_transform_trains_with_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

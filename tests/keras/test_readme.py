@@ -19,6 +19,7 @@ def quickstart() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_quickstart_runs_pasted_into_a_file(tmp_path: Path) -> None:
     """No __main__ guard, no edits: the block runs as a script and fit prints its 5 epochs."""
     script = tmp_path / "quickstart.py"

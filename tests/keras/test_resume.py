@@ -31,6 +31,7 @@ def trained(out: Path) -> list[list[int]]:
     return [json.loads(line)["ids"] for line in out.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_uninterrupted_sequence(tmp_path: Path) -> None:
     """Killed after 7 batches (epoch 1, batch 2) with backups every 3 batches, the
     restarted run continues from the backup after batch 6: the batches up to the
