@@ -207,7 +207,7 @@ def batch_size_of(batch: Any) -> int:
 
 
 def measure_loader(spec: dict[str, Any]) -> dict[str, Any]:
-    """First-batch latency, then images/s over the epochs after the first."""
+    """First-batch latency, the first epoch from `build()` on, then images/s over the epochs after it."""
     import keras  # noqa: F401  (every case is a Keras program: its import is not the loader's cost)
 
     build, iterate, close = LOADERS[spec["loader"]](spec)
@@ -218,16 +218,24 @@ def measure_loader(spec: dict[str, Any]) -> dict[str, Any]:
     epoch_seconds, counts, memory = [], [], []
     first_batch = None
     cpu_start = None
+    first_epoch_gaps: list[float] = []
     for epoch in range(spec["epochs"]):
         if epoch == 1:
             cpu_start = tree_cpu()
         start = time.perf_counter()
+        previous = built
         count = 0
         for batch in iterate(loader, epoch):
+            now = time.perf_counter()
             if first_batch is None:
-                first_batch = time.perf_counter() - built
+                first_batch = now - built
+            if epoch == 0:
+                first_epoch_gaps.append(now - previous)
+                previous = now
             count += batch_size_of(batch)
         epoch_seconds.append(time.perf_counter() - start)
+        if epoch == 0:
+            first_epoch_with_start = time.perf_counter() - started
         counts.append(count)
         if spec.get("track_memory"):
             memory.append(tree_pss())
@@ -236,6 +244,12 @@ def measure_loader(spec: dict[str, Any]) -> dict[str, Any]:
     measured = slice(1, None) if spec["epochs"] > 1 else slice(None)
     return {
         "images_per_s": sum(counts[measured]) / sum(epoch_seconds[measured]),
+        # The first epoch as a user sees it: from building the loader (workers
+        # start here) to its last batch.
+        "first_epoch_images_per_s": counts[0] / first_epoch_with_start,
+        # The longest wait for a batch in the first epoch (the first batch's
+        # wait counted from the built loader).
+        "first_epoch_max_gap_s": max(first_epoch_gaps),
         "cpu_ms_per_image": None if cpu is None else 1e3 * cpu / sum(counts[measured]),
         "first_batch_s": first_batch,
         "build_s": built - started,
@@ -297,6 +311,8 @@ def measure_fit(spec: dict[str, Any]) -> dict[str, Any]:
     model = image_model(keras) if images else array_model(keras)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     times: list[float] = []
+    # The first epoch from before the loader is built: start-up, tracing and compilation included.
+    first_with_start: list[float] = []
 
     class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -304,8 +320,11 @@ def measure_fit(spec: dict[str, Any]) -> dict[str, Any]:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             times.append(time.perf_counter() - self.start)
+            if epoch == 0:
+                first_with_start.append(time.perf_counter() - started)
 
     fit = {"epochs": spec["epochs"], "verbose": 0, "callbacks": [EpochTimer()]}
+    started = time.perf_counter()
     if spec["loader"] == "fit_arrays":
         x, y = _data.arrays(spec["count"])
         model.fit(x, y, batch_size=spec["batch_size"], shuffle=True, **fit)
@@ -323,7 +342,11 @@ def measure_fit(spec: dict[str, Any]) -> dict[str, Any]:
         close(loader)
         count = spec.get("count") or len(_work.list_images(spec["root"])[0])
     steady = sorted(times[1:]) or times
-    return {"images_per_s": count / steady[len(steady) // 2], "epoch_s": times}
+    return {
+        "images_per_s": count / steady[len(steady) // 2],
+        "epoch_s": times,
+        "first_epoch_with_start_s": first_with_start[0],
+    }
 
 
 if __name__ == "__main__":

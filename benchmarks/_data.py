@@ -41,10 +41,17 @@ def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def image_folder(root: str | os.PathLike[str], count: int, *, classes: int = 4, seed: int = 0) -> Path:
+def image_folder(
+    root: str | os.PathLike[str],
+    count: int,
+    *,
+    classes: int = 4,
+    seed: int = 0,
+    size: tuple[int, int] = IMAGE_SIZE,
+) -> Path:
     """Writes the folder (once: an existing folder made with the same arguments is reused)."""
     root = Path(root)
-    recipe = {"count": count, "classes": classes, "seed": seed, "size": IMAGE_SIZE, "version": 1}
+    recipe = {"count": count, "classes": classes, "seed": seed, "size": list(size), "version": 1}
     marker = root / ".recipe.json"
     if marker.exists() and json.loads(marker.read_text()) == recipe:
         return root
@@ -53,7 +60,7 @@ def image_folder(root: str | os.PathLike[str], count: int, *, classes: int = 4, 
         rng = np.random.default_rng([seed, i])
         folder = root / f"class_{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
-        photo_like(rng, *IMAGE_SIZE).save(folder / f"image_{i:05d}.jpg", "JPEG", quality=90)
+        photo_like(rng, *size).save(folder / f"image_{i:05d}.jpg", "JPEG", quality=90)
     marker.write_text(json.dumps(recipe))
     return root
 

@@ -47,13 +47,14 @@ def random_flip(image: np.ndarray) -> np.ndarray:
 class FolderSamples:
     """Map-style dataset: sample i is (decoded, resized, randomly flipped image, label)."""
 
-    def __init__(self, root: str | Path, draft: bool = False):
+    def __init__(self, root: str | Path, draft: bool = False, size: tuple[int, int] = IMAGE_SIZE):
         self.paths, self.labels = list_images(root)
         self.draft = draft
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
-        image = np.ascontiguousarray(random_flip(load_image(self.paths[index], draft=self.draft)))
-        return image, self.labels[index]
+        image = load_image(self.paths[index], size=self.size, draft=self.draft)
+        return np.ascontiguousarray(random_flip(image)), self.labels[index]

@@ -114,3 +114,21 @@ def invert(sample: Any, rng: np.random.Generator) -> Any:
     """Inverts the image when rng says so; a change that is easy to see in a preview."""
     image, label = sample
     return (255 - image if rng.random() < 0.5 else image), label
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """`pattern` plus fine texture and sensor noise: hard to resize, like a photo (uint8 HxWx3)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = 12 * np.sin((x * rng.uniform(0.5, 1) + y * rng.uniform(0.5, 1)) / 3.0)[:, :, np.newaxis]
+    noisy = pattern(width, height, seed) + texture + rng.normal(0, 6, (height, width, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def torch_threads(sample: Any, rng: np.random.Generator) -> Any:
+    """Appends (torch's intra-op thread count, process id) of the process that made the sample."""
+    import os
+
+    import torch
+
+    return (*sample, np.array([torch.get_num_threads(), os.getpid()], dtype=np.int64))

@@ -1,4 +1,4 @@
-"""Decoding one image file into an array of a fixed size, with Pillow.
+"""Decoding one image file into an array of a fixed size, with Pillow and torch.
 
 `decode(path, spec)` opens the file, refuses images over a pixel limit (a
 decompression bomb), decodes JPEGs at reduced scale when the target is much
@@ -7,6 +7,15 @@ applies the EXIF orientation, converts the colour mode, resizes (optionally
 cropping or padding to the target's aspect ratio), and returns a
 `(height, width, channels)` array. It never imports Keras: it runs in worker
 processes.
+
+Bilinear and bicubic resizes (and their stand-ins "gaussian" and
+"mitchellcubic") run on uint8 pixels with torch's antialiased kernels, which
+compute Pillow's filters (a port of Pillow-SIMD) several times faster than
+Pillow does; outputs differ from Pillow's by at most 1 level on a few pixels in
+a thousand (rounding). They are deterministic: the same bytes for any number of
+threads, so for any number of workers (torch's DataLoader workers, which run
+kloader's, use one thread each). Conversion to float32 happens once, on the
+final small image. The other filters stay with Pillow.
 
 `check(path, spec)` runs the same steps at thumbnail size and returns the
 reason a file cannot be read, or None. Because it runs the very same code, a
@@ -42,6 +51,14 @@ INTERPOLATIONS = {
     "lanczos5": Image.Resampling.LANCZOS,
     "gaussian": Image.Resampling.BILINEAR,
     "mitchellcubic": Image.Resampling.BICUBIC,
+}
+
+# The interpolations torch resizes (on uint8, antialiased, Pillow's filters).
+TORCH_MODES = {
+    "bilinear": "bilinear",
+    "gaussian": "bilinear",
+    "bicubic": "bicubic",
+    "mitchellcubic": "bicubic",
 }
 
 DTYPES = ("float32", "uint8")
@@ -205,8 +222,11 @@ def _decode_opened(opened: Image.Image, spec: DecodeSpec) -> np.ndarray:
     opened.load()
     image = _oriented(opened, orientation)
     image = _to_color_mode(image, spec.color_mode)
-    image = _resize(image, spec)
-    return _to_array(image, spec)
+    if spec.interpolation in TORCH_MODES:
+        pixels = _resize_pixels(_pixels(image), spec)
+    else:
+        pixels = _pixels(_resize(image, spec))
+    return _to_array(pixels, spec)
 
 
 def check(path: str, spec: DecodeSpec) -> str | None:
@@ -361,13 +381,63 @@ def _resize(image: Image.Image, spec: DecodeSpec) -> Image.Image:
     return image.resize((target_width, target_height), resample)
 
 
-def _to_array(image: Image.Image, spec: DecodeSpec) -> np.ndarray:
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, np.newaxis]
+def _pixels(image: Image.Image) -> np.ndarray:
+    """The pixels as a writable (height, width, bands) uint8 array; RGB comes as RGBX.
+
+    Pillow stores RGB with 4 bytes per pixel: copying them out as RGBX is a
+    plain copy, where RGB repacks every pixel (measured 2x slower), and torch's
+    fast resize works on 4 channels anyway. The 4th band is dropped at the end.
+    """
+    width, height = image.size
+    if image.mode == "RGB":
+        raw, bands = image.tobytes("raw", "RGBX"), 4
+    else:
+        raw, bands = image.tobytes(), len(image.getbands())
+    # bytearray: torch refuses (with a warning) to wrap read-only memory.
+    return np.frombuffer(bytearray(raw), np.uint8).reshape(height, width, bands)
+
+
+def _torch_resize(pixels: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    if pixels.shape[:2] == size:
+        return pixels
+    import torch  # here, not at the top: ImageFolder and `python -m kloader` load without torch
+
+    # (1, bands, height, width) in channels-last memory: torch's vectorised uint8 path.
+    batch = torch.from_numpy(np.ascontiguousarray(pixels)[np.newaxis]).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(
+        batch, size=size, mode=TORCH_MODES[interpolation], antialias=True, align_corners=False
+    )
+    result: np.ndarray = resized[0].permute(1, 2, 0).numpy()
+    return result
+
+
+def _resize_pixels(pixels: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """`_resize` on a (height, width, bands) uint8 array, with torch."""
+    target_height, target_width = spec.image_size
+    height, width = pixels.shape[:2]
+    if spec.crop_to_aspect_ratio:
+        crop_width, crop_height = _crop_box_size(width, height, target_width, target_height)
+        left, top = (width - crop_width) // 2, (height - crop_height) // 2
+        window = pixels[top : top + crop_height, left : left + crop_width]
+        return _torch_resize(window, spec.image_size, spec.interpolation)
+    if spec.pad_to_aspect_ratio:
+        scale = min(target_width / width, target_height / height)
+        inner = (max(1, round(height * scale)), max(1, round(width * scale)))
+        canvas = np.zeros((target_height, target_width, pixels.shape[2]), np.uint8)
+        top, left = (target_height - inner[0]) // 2, (target_width - inner[1]) // 2
+        canvas[top : top + inner[0], left : left + inner[1]] = _torch_resize(
+            pixels, inner, spec.interpolation
+        )
+        return canvas
+    return _torch_resize(pixels, spec.image_size, spec.interpolation)
+
+
+def _to_array(pixels: np.ndarray, spec: DecodeSpec) -> np.ndarray:
+    """The final (height, width, channels) array of `spec.dtype`, C-contiguous."""
+    pixels = pixels[:, :, : spec.channels]  # drops the padding band of RGBX
     if spec.dtype == "uint8":
-        return np.ascontiguousarray(array)
-    result = array.astype(np.float32)
+        return np.ascontiguousarray(pixels)
+    result = pixels.astype(np.float32, order="C")
     if spec.rescale is not None:
         result *= np.float32(spec.rescale)
     return result

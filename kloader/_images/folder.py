@@ -57,7 +57,11 @@ class ImageFolder:
         interpolation: "bilinear", "nearest", "bicubic", "area", "lanczos3",
             "lanczos5", "gaussian" or "mitchellcubic", mapped to Pillow's
             filters (area is BOX; lanczos5 is Lanczos-3; gaussian is bilinear;
-            mitchellcubic is bicubic). Pillow antialiases when shrinking.
+            mitchellcubic is bicubic). Every filter but nearest antialiases
+            when shrinking. Bilinear and bicubic (the default's path) run as
+            torch's antialiased uint8 resize: Pillow's filter, several times
+            faster, at most 1 level of 255 from Pillow's output on a few
+            pixels in a thousand, and the same bytes in every process.
         crop_to_aspect_ratio: resize without distortion, cropping the largest
             centred window with the target's aspect ratio.
         pad_to_aspect_ratio: resize without distortion, padding with zeros.

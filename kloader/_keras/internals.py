@@ -208,7 +208,16 @@ def caller_frame(depth: int) -> FrameType | None:
 
 
 def torch_dataloader(iterable: Any) -> Any:
-    """What the torch backend iterates: Keras's own wrapper, converting batches to tensors."""
+    """What the torch backend iterates: Keras's own wrapper, converting batches to tensors;
+    on a CUDA device, the same tensors through pinned memory, copied without blocking."""
+    import torch
+    from keras.src.backend.torch.core import convert_to_tensor, get_device, to_torch_dtype
+
+    from kloader._keras import feeding
+
+    device = torch.device(get_device())
+    if device.type == "cuda":
+        return feeding.device_dataloader(iterable, device, convert_to_tensor, to_torch_dtype)
     return data_adapter_utils.get_torch_dataloader(iterable)
 
 

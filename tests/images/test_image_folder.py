@@ -370,6 +370,33 @@ def test_mixed_files_batch_alike_and_augmentation_is_the_same_for_any_worker_cou
     assert not np.array_equal(epoch_0, epoch_1)
 
 
+def test_bicubic_crop_and_draft_are_the_same_for_any_worker_count(tmp_path: Path) -> None:
+    """torch's resize (bicubic, cropped, after a draft decode, rescaled) gives identical batches
+    with 0 and 2 workers."""
+    for i in range(6):
+        photo = images.Image.fromarray(images.photo(400 + 40 * i, 300, seed=i))
+        images.write(tmp_path / f"c{i % 2}" / f"{i}.jpg", photo, quality=90)
+    folder = kloader.ImageFolder(
+        tmp_path, image_size=(48, 64), interpolation="bicubic", crop_to_aspect_ratio=True, rescale=1 / 255
+    )
+    runs = batches_with_0_and_2_workers(folder, seed=3)
+    assert runs[0][0][0].shape[1:] == (48, 64, 3)
+
+
+def test_workers_resize_with_one_torch_thread(tmp_path: Path) -> None:
+    """Each worker runs torch with one intra-op thread (torch's DataLoader worker loop sets it), so
+    2 workers resizing never run more than 2 threads."""
+    for i in range(8):
+        images.write_pattern(tmp_path / "a" / f"{i}.jpg", size=(300, 200), seed=i)
+    folder = kloader.ImageFolder(tmp_path, image_size=32)
+    with kloader.Loader(
+        folder, batch_size=2, seed=0, transform=images.torch_threads, num_workers=2
+    ) as loader:
+        made = np.concatenate([batch[2] for _ in range(3) for batch in loader])
+    in_workers = made[made[:, 1] != os.getpid()]
+    assert len(in_workers) > 0 and (in_workers[:, 0] == 1).all(), made
+
+
 def test_index_errors_and_repr(tmp_path: Path) -> None:
     """Out-of-range and non-int indices raise; negative indices count from the end; repr summarises."""
     images.make_folder(tmp_path, {"a": 2})
