@@ -194,6 +194,14 @@ class BatchMaker:
         """
         return self.transform is None and isinstance(self.source, ArraySource)
 
+    def files_of(self, indices: np.ndarray) -> list[str]:
+        """The files samples `indices` are read from, when the source says (an ImageFolder
+        has `file_paths`), else an empty list: for messages about those samples."""
+        paths = getattr(getattr(self.source, "dataset", None), "file_paths", None)
+        if not isinstance(paths, list):
+            return []
+        return [paths[int(i)] for i in indices if 0 <= int(i) < len(paths)]
+
     def modules(self) -> list[str]:
         """The modules that define the source and transform, to import ahead in workers."""
         objects = [self.transform, getattr(self.source, "dataset", None)]

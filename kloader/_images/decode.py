@@ -385,7 +385,7 @@ def _pixels(image: Image.Image) -> np.ndarray:
     """The pixels as a writable (height, width, bands) uint8 array; RGB comes as RGBX.
 
     Pillow stores RGB with 4 bytes per pixel: copying them out as RGBX is a
-    plain copy, where RGB repacks every pixel (measured 2x slower), and torch's
+    plain copy, where RGB repacks every pixel, and torch's
     fast resize works on 4 channels anyway. The 4th band is dropped at the end.
     """
     width, height = image.size

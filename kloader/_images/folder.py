@@ -85,10 +85,10 @@ class ImageFolder:
             Default: Pillow's limit, about 89.5 megapixels.
         fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT
             scaling) when the image is at least twice as large as needed,
-            then resize. Measured: 2-3x faster, mean difference to a full
-            decode under 1 level of 255. "max": go down to the smallest scale
+            then resize: several times faster, and close to a full decode
+            (README: Image folders). "max": go down to the smallest scale
             still as large as needed (Pillow's `draft(mode, size)`): faster
-            again, about 1 level of 255 softer. False: always decode in full.
+            again, and softer. False: always decode in full.
         follow_links: enter folders that are symbolic links (each real folder
             once). Class folders that are links are always used. A link that
             lets two classes reach the same folder (a link back up the tree)

@@ -1,10 +1,10 @@
 """Shared-memory batch buffers that a worker reuses once the main process lets go.
 
 A worker writes each batch into shared memory, so that handing it over costs a
-file descriptor instead of a copy. A fresh buffer is the expensive part: for a
-64x160x160x3 float32 batch the kernel allocates, zeroes and faults in 19.6 MB
-(about 13.5 ms, 0.2 ms per image, against 0.7 ms to refill a buffer the worker
-has written before). So a worker keeps the buffers it has lent, and writes a
+file descriptor instead of a copy. A fresh buffer is the expensive part: the
+kernel allocates, zeroes and faults in every page of it (a 64x160x160x3 float32
+batch is 19.6 MB), where refilling a buffer the worker has written before only
+copies. So a worker keeps the buffers it has lent, and writes a
 new batch into one of them as soon as the main process has let go of it.
 
 "Let go" is decided by reference counting, never by guessing: the main process

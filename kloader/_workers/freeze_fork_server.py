@@ -5,8 +5,8 @@ about 90 MB of Python objects that every worker inherits. Without this, each
 worker's cyclic garbage collector walks those objects and writes to their
 headers, which copies the pages they sit on into the worker, one private copy
 per worker. `gc.freeze()` moves them to the permanent generation, which the
-collector never visits, so the pages stay shared (measured: about 25 MB less
-per worker and per server, see benchmarks/RESULTS.md). This is the use Python's
+collector never visits, so the pages stay shared (benchmarks/RESULTS.md has the
+memory of the process tree). This is the use Python's
 documentation gives for `gc.freeze`: call it in a parent right before it forks.
 """
 

@@ -231,6 +231,7 @@ class WorkerProcesses:
         timeout: float | None = None,
     ):
         self.start_method = start_method
+        self._maker = maker
         self._timeout = timeout
         self._warned_of_a_stall = False
         self._sent: dict[Key, Task] = {}  # tasks out with the workers, by key
@@ -375,7 +376,12 @@ class WorkerProcesses:
                 continue
             sent = list(self._sent.values())
             task = next((t for t in sent if (t.epoch, t.batch) == (int(epoch), int(batch))), None)
-            samples = f"samples {task.indices.tolist()}" if task is not None else "samples unknown"
+            samples = "samples unknown"
+            if task is not None:
+                samples = f"samples {task.indices.tolist()}"
+                files = self._maker.files_of(task.indices)
+                if files:
+                    samples += f", files {files}"
             message = (
                 f"kloader worker {worker} (pid {pid}) has been making batch {int(batch)} of epoch "
                 f"{int(epoch)} ({samples}) for {now - since:.0f} s"

@@ -14,7 +14,7 @@ import pytest
 import kloader
 
 import image_files as images
-from utils import assert_batches_equal
+from utils import assert_batches_equal, wait_until_a_worker_is_up
 
 # ------------------------------------------------------------------- scan
 
@@ -392,7 +392,12 @@ def test_workers_resize_with_one_torch_thread(tmp_path: Path) -> None:
     with kloader.Loader(
         folder, batch_size=2, seed=0, transform=images.torch_threads, num_workers=2
     ) as loader:
-        made = np.concatenate([batch[2] for _ in range(3) for batch in loader])
+        # This process makes batches until a worker is up: start them, wait, then read on.
+        batches = iter(loader)
+        made = [next(batches)[2]]
+        wait_until_a_worker_is_up(loader)
+        made += [batch[2] for batch in batches] + [batch[2] for _ in range(2) for batch in loader]
+    made = np.concatenate(made)
     in_workers = made[made[:, 1] != os.getpid()]
     assert len(in_workers) > 0 and (in_workers[:, 0] == 1).all(), made
 

@@ -195,3 +195,16 @@ def test_keras_backup_and_restore_restarts_the_epoch_from_its_first_batch(tmp_pa
     )
     assert recorder.train_ids()[0] == [0, 1, 2, 3], "epoch 1 restarted from its first batch"
     assert len(recorder.train_ids()) == 4
+
+
+def test_backup_and_restore_privates_kloader_relies_on(tmp_path: Path) -> None:
+    """kloader.BackupAndRestore overrides Keras's `_save_model`, sets `_current_epoch` (the
+    epoch Keras saves) and writes the loader's position into `_training_metadata_path`,
+    the file Keras restores together with the weights (`.bkp` with double_checkpoint)."""
+    source = inspect.getsource(keras.callbacks.BackupAndRestore)
+    assert "def _save_model(self)" in source
+    assert '"epoch": self._current_epoch' in source
+    assert "self._prev_training_metadata_path" in source
+    assert "file_utils.copy(self._prev_weights_path, self._weights_path)" in source
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    assert internals.backup_metadata_path(backup) == str(tmp_path / "training_metadata.json")

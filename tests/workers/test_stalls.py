@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import kloader
 from kloader._workers import processes
 
+import image_files as images
 from utils import IdDataset, assert_batches_equal, wait_until_a_worker_is_up
 
 
@@ -51,6 +53,22 @@ def test_timeout_names_the_worker_epoch_batch_and_samples() -> None:
     message = str(error.value)
     assert "has been making batch 7 of epoch 0 (samples [28, 29, 30, 31])" in message, message
     assert "longer than timeout=2 s" in message and "kloader worker" in message
+    assert loader.worker_pids == []
+
+
+def test_a_stalled_image_batch_names_its_files(tmp_path: Path) -> None:
+    """For an image folder, the stall error also names the files of the samples held."""
+    paths = [str(images.write_pattern(tmp_path / f"{i:02d}.png", size=(8, 6), seed=i)) for i in range(16)]
+    folder = kloader.ImageFolder(paths=paths, labels=list(range(16)), image_size=(4, 4), verbose=False)
+    loader = kloader.Loader(
+        folder, batch_size=4, shuffle=False, transform=HangOn(10, 600), num_workers=2, timeout=2
+    )
+    passes = started(loader)
+    with pytest.raises(kloader.WorkerError) as error:
+        list(passes)
+    message = str(error.value)
+    assert "(samples [8, 9, 10, 11], files [" in message, message
+    assert all(path in message for path in paths[8:12])
     assert loader.worker_pids == []
 
 
