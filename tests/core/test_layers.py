@@ -145,3 +145,32 @@ def test_kloader_modules_import_each_other_without_a_cycle() -> None:
     for module in sorted(names):
         if module not in state:
             visit(module, [module])
+
+
+def test_the_public_api_is_exactly_these_names() -> None:
+    """The layout is private: `kloader` exports these names and nothing else, and each
+    lives where the layers put it."""
+    assert kloader.__all__ == [
+        "BackupAndRestore",
+        "EpochSync",
+        "GlobalRandomWarning",
+        "HFDataset",
+        "ImageFolder",
+        "Loader",
+        "SampleError",
+        "WorkerError",
+        "augment",
+        "save_preview",
+    ]
+    homes = {name: getattr(kloader, name).__module__ for name in kloader.__all__ if name != "augment"}
+    assert homes == {
+        "BackupAndRestore": "kloader._keras.callbacks",
+        "EpochSync": "kloader._keras.callbacks",
+        "GlobalRandomWarning": "kloader._core.errors",
+        "HFDataset": "kloader._images.hf_dataset",
+        "ImageFolder": "kloader._images.folder",
+        "Loader": "kloader._keras.loader",
+        "SampleError": "kloader._core.errors",
+        "WorkerError": "kloader._core.errors",
+        "save_preview": "kloader._images.preview",
+    }
