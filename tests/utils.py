@@ -119,3 +119,13 @@ def wait_until_a_worker_is_up(loader: kloader.Loader, timeout: float = 60) -> No
             return
         time.sleep(0.01)
     raise AssertionError(f"no worker was up after {timeout} s")
+
+
+def batches_with_workers_up(loader: kloader.Loader, epochs: int) -> list[Any]:
+    """The batches of `epochs` epochs, all but the first made by workers: the main process
+    makes batches until a worker is up, so a fast loop could otherwise see none from them."""
+    passes = iter(loader)
+    made = [next(passes)]
+    wait_until_a_worker_is_up(loader)
+    made += list(passes)
+    return made + [batch for _ in range(epochs - 1) for batch in loader]

@@ -14,7 +14,7 @@ import pytest
 import kloader
 
 import image_files as images
-from utils import assert_batches_equal, wait_until_a_worker_is_up
+from utils import assert_batches_equal, batches_with_workers_up, wait_until_a_worker_is_up
 
 # ------------------------------------------------------------------- scan
 
@@ -26,7 +26,9 @@ def batches_with_0_and_2_workers(folder: kloader.ImageFolder, seed: int) -> list
         with kloader.Loader(
             folder, batch_size=3, seed=seed, transform=images.flip, num_workers=num_workers
         ) as loader:
-            runs.append([batch for _ in range(2) for batch in loader])
+            runs.append(
+                batches_with_workers_up(loader, 2) if num_workers else [b for _ in range(2) for b in loader]
+            )
     assert_batches_equal(runs[1], runs[0], what="2 workers vs 0")
     return runs
 

@@ -13,7 +13,14 @@ import pytest
 import kloader
 from kloader._workers import processes as lifecycle
 
-from utils import IdDataset, assert_batches_equal, id_arrays, jitter, wait_until_a_worker_is_up
+from utils import (
+    IdDataset,
+    assert_batches_equal,
+    batches_with_workers_up,
+    id_arrays,
+    jitter,
+    wait_until_a_worker_is_up,
+)
 
 
 def batches(loader: kloader.Loader, epochs: int) -> list[object]:
@@ -27,14 +34,15 @@ def test_workers_make_bitwise_identical_batches(num_workers: int) -> None:
     with kloader.Loader(
         IdDataset(37), batch_size=5, seed=11, transform=jitter, num_workers=num_workers
     ) as loader:
-        assert_batches_equal(batches(loader, 3), expected, what=f"num_workers={num_workers}")
+        got = batches_with_workers_up(loader, 3)
+        assert_batches_equal(got, expected, what=f"num_workers={num_workers}")
 
 
 def test_array_source_with_workers() -> None:
     """Array sources reach workers (as shared memory) and give the in-process batches."""
     expected = batches(kloader.Loader(id_arrays(30), batch_size=4, seed=2, transform=jitter), 2)
     with kloader.Loader(id_arrays(30), batch_size=4, seed=2, transform=jitter, num_workers=2) as loader:
-        assert_batches_equal(batches(loader, 2), expected)
+        assert_batches_equal(batches_with_workers_up(loader, 2), expected)
 
 
 def test_workers_persist_across_epochs() -> None:
