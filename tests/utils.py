@@ -129,3 +129,14 @@ def batches_with_workers_up(loader: kloader.Loader, epochs: int) -> list[Any]:
     wait_until_a_worker_is_up(loader)
     made += list(passes)
     return made + [batch for _ in range(epochs - 1) for batch in loader]
+
+
+def workers_up(loader: kloader.Loader) -> kloader.Loader:
+    """`loader` with its workers started and one of them up, still at epoch 0, batch 0: a
+    Keras call on it then gets its batches from workers (a short fit would otherwise be over
+    before they are up, every batch made in this process)."""
+    if loader.num_workers:
+        next(iter(loader))
+        wait_until_a_worker_is_up(loader)
+        loader.set_epoch(0)
+    return loader

@@ -15,6 +15,7 @@ from kloader import augment
 
 import image_files as images
 from keras_utils import IdRecorder
+from utils import workers_up
 
 
 def id_folder(root: Path, count: int) -> kloader.ImageFolder:
@@ -32,7 +33,9 @@ def test_fit_trains_on_the_loaders_order_of_image_samples(tmp_path: Path, num_wo
     """3 epochs of fit on an augmented ImageFolder: the model receives exactly the loader's
     batches of every epoch (labels are sample ids), on every backend and worker count."""
     folder = id_folder(tmp_path, 10)
-    loader = kloader.Loader(folder, batch_size=4, seed=42, transform=images.flip, num_workers=num_workers)
+    loader = workers_up(
+        kloader.Loader(folder, batch_size=4, seed=42, transform=images.flip, num_workers=num_workers)
+    )
     recorder = IdRecorder()
     model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-4), loss=recorder.loss)
@@ -54,7 +57,7 @@ def test_predict_rows_line_up_with_filenames(tmp_path: Path, num_workers: int) -
         images.write_solid(tmp_path / name, (values[name],) * 3, size=(9 + i, 7 + 2 * i))
     folder = kloader.ImageFolder(tmp_path, image_size=(5, 5), label_mode=None)
     assert folder.filenames == sorted(values)
-    loader = kloader.Loader(folder, batch_size=4, shuffle=False, num_workers=num_workers)
+    loader = workers_up(kloader.Loader(folder, batch_size=4, shuffle=False, num_workers=num_workers))
     model = keras.Sequential([keras.layers.GlobalAveragePooling2D()])
     predictions = model.predict(loader, verbose=0)
     assert predictions.shape == (11, 3)
@@ -148,7 +151,7 @@ def test_fit_trains_on_exactly_the_augmented_batches(num_workers: int) -> None:
     recorder = InputRecorder()
     model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), PassThrough()])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss=recorder.loss)
-    loader = augmented_loader(num_workers)
+    loader = workers_up(augmented_loader(num_workers))
     model.fit(loader, epochs=2, verbose=0, callbacks=[recorder])
     expected = [batch[0].reshape(-1) for batch in batches(augmented_loader(), 2)]
     assert len(recorder.train) == len(expected) == 10

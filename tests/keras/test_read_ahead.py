@@ -23,7 +23,7 @@ import pytest
 import kloader
 
 from keras_utils import IdRecorder, id_model
-from utils import IdDataset, assert_labels, expected_labels, jitter_label
+from utils import IdDataset, assert_labels, expected_labels, jitter_label, workers_up
 
 pytestmark = pytest.mark.backend("jax", "torch")
 
@@ -91,7 +91,9 @@ def test_fit_trains_loader_epochs_in_order_under_read_ahead(
 def test_fit_with_workers_under_read_ahead(read_ahead: str) -> None:
     """The same with 2 worker processes, which stop when fit returns."""
     recorder = IdRecorder()
-    loader = kloader.Loader(IdDataset(6), batch_size=4, seed=8, transform=jitter_label, num_workers=2)
+    loader = workers_up(
+        kloader.Loader(IdDataset(6), batch_size=4, seed=8, transform=jitter_label, num_workers=2)
+    )
     id_model(recorder, built=False).fit(loader, epochs=3, verbose=0, callbacks=[recorder])
     assert_labels(recorder.train, expected_labels(loader, 3))
     assert loader.epoch == 3
