@@ -157,6 +157,32 @@ class DecodeSpec:
         return (*self.image_size, self.channels)
 
 
+def spec_from_arguments(
+    *,
+    image_size: Any,
+    color_mode: str,
+    interpolation: str,
+    crop_to_aspect_ratio: Any,
+    pad_to_aspect_ratio: Any,
+    dtype: str,
+    rescale: float | None,
+    max_pixels: int | None,
+    fast_decode: Any,
+) -> DecodeSpec:
+    """The DecodeSpec for the arguments ImageFolder and HFDataset take (truthy flags as bools)."""
+    return DecodeSpec(
+        image_size=image_size,  # validated and normalised by DecodeSpec
+        color_mode=color_mode,
+        interpolation=interpolation,
+        crop_to_aspect_ratio=bool(crop_to_aspect_ratio),
+        pad_to_aspect_ratio=bool(pad_to_aspect_ratio),
+        dtype=dtype,
+        rescale=rescale,
+        max_pixels=max_pixels,
+        fast_decode=fast_decode if isinstance(fast_decode, str) else bool(fast_decode),
+    )
+
+
 def _image_size(value: Any) -> tuple[int, int]:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (value, value)

@@ -147,16 +147,16 @@ class ImageFolder:
             verbose = bool(verbose)
         else:
             raise ValueError(f"`verbose` must be True / False (or 1 / 0), got {verbose!r}.")
-        spec = decode.DecodeSpec(
-            image_size=image_size,  # type: ignore[arg-type]  # validated and normalised by DecodeSpec
+        spec = decode.spec_from_arguments(
+            image_size=image_size,
             color_mode=color_mode,
             interpolation=interpolation,
-            crop_to_aspect_ratio=bool(crop_to_aspect_ratio),
-            pad_to_aspect_ratio=bool(pad_to_aspect_ratio),
+            crop_to_aspect_ratio=crop_to_aspect_ratio,
+            pad_to_aspect_ratio=pad_to_aspect_ratio,
             dtype=dtype,
             rescale=rescale,
             max_pixels=max_pixels,
-            fast_decode=fast_decode if isinstance(fast_decode, str) else bool(fast_decode),
+            fast_decode=fast_decode,
         )
         height, width, channels = spec.shape
         pixels = height * width * channels

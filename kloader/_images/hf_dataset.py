@@ -138,16 +138,16 @@ class HFDataset:
             raise TypeError(
                 f"kloader.HFDataset reads a Hugging Face datasets.Dataset, got a {type(dataset).__name__}."
             )
-        self._spec = decode.DecodeSpec(
-            image_size=image_size,  # type: ignore[arg-type]  # validated and normalised by DecodeSpec
+        self._spec = decode.spec_from_arguments(
+            image_size=image_size,
             color_mode=color_mode,
             interpolation=interpolation,
-            crop_to_aspect_ratio=bool(crop_to_aspect_ratio),
-            pad_to_aspect_ratio=bool(pad_to_aspect_ratio),
+            crop_to_aspect_ratio=crop_to_aspect_ratio,
+            pad_to_aspect_ratio=pad_to_aspect_ratio,
             dtype=dtype,
             rescale=rescale,
             max_pixels=max_pixels,
-            fast_decode=fast_decode if isinstance(fast_decode, str) else bool(fast_decode),
+            fast_decode=fast_decode,
         )
         features = dict(dataset.features)
         self._kinds = {name: _kind(feature) for name, feature in features.items()}
