@@ -35,6 +35,7 @@ import torch
 
 from kloader._core import tree
 from kloader._workers import shared_memory, torch_internals
+from kloader._workers.plan import Key
 
 _FREE_BUFFERS = 2
 _LENT_BUFFERS = 64
@@ -44,8 +45,6 @@ _RETURNS_PER_MESSAGE = _LENT_BUFFERS
 # Keys of tasks to skip that a worker remembers: only tasks that were in flight
 # while the workers started are ever skipped.
 _SKIPS_REMEMBERED = 1024
-
-Key = tuple[int, int, int]
 
 
 class Lent:
