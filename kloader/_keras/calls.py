@@ -33,8 +33,11 @@ from kloader._keras import internals
 
 _WATCH_INTERVAL = 0.5
 
-# A call: (thread id, id of the fit / evaluate / predict frame, that frame's code).
-CallKey = tuple[int, int, CodeType]
+# A call: (thread id, id of the fit / evaluate / predict frame, that frame's code,
+# id of the EpochIterator the call built). The frame's id alone is reused by the
+# next call as soon as a call returns, while the EpochIterator of a call that
+# left through an exception lives on (in a cycle) until its finalizer ends it.
+CallKey = tuple[int, int, CodeType, int]
 
 
 class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
@@ -72,13 +75,13 @@ class KerasCalls:
 
     def seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:
         """`epoch_iterator`, working for the Keras `call`, used the loader: the call is open."""
-        key = self.key_of(call)
+        key = self.key_of(call, epoch_iterator)
         with self._lock:
             known, hooked = key in self._open, self._open.get(key, False)
             if not known:
                 self._open[key] = False
         if not known:
-            weakref.finalize(epoch_iterator, self._end, key)
+            weakref.finalize(internals.call_epoch_iterator(call) or epoch_iterator, self._end, key)
             _watcher.watch(self)
         if not hooked:
             hook = internals.KERAS_CALLS[call.f_code.co_name]
@@ -90,8 +93,11 @@ class KerasCalls:
         return key
 
     @staticmethod
-    def key_of(call: FrameType) -> CallKey:
-        return (threading.get_ident(), id(call), call.f_code)
+    def key_of(call: FrameType, epoch_iterator: Any) -> CallKey:
+        # Until `call` has assigned its EpochIterator (TensorFlow asks for the
+        # dataset inside the EpochIterator's constructor), the asking one is it.
+        built = internals.call_epoch_iterator(call) or epoch_iterator
+        return (threading.get_ident(), id(call), call.f_code, id(built))
 
     def is_open(self, key: CallKey) -> bool:
         return key in self._open

@@ -153,7 +153,7 @@ class KerasFeed:
             passes = IteratorPasses(self.cursor, completes_on_last=tensorflow, reads_only=reads_only)
             self._iterators[epoch_iterator] = passes
             if call is not None and not reads_only and call.f_code.co_name == "fit":
-                self._training = self.calls.key_of(call)
+                self._training = self.calls.key_of(call, epoch_iterator)
         if call is not None:
             key = self.calls.seen(call, epoch_iterator)
             of_call = self._passes_of_call.setdefault(key, [])

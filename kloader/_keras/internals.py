@@ -160,6 +160,12 @@ def outermost_keras_call(frame: FrameType | None) -> FrameType | None:
     return outermost
 
 
+def call_epoch_iterator(call: FrameType) -> EpochIterator | None:
+    """The EpochIterator a running `fit` / `evaluate` / `predict` built (its local `epoch_iterator`)."""
+    found = call.f_locals.get("epoch_iterator")
+    return found if isinstance(found, EpochIterator) else None
+
+
 def add_callback(call: FrameType, callback: Any) -> bool:
     """Adds `callback` to the CallbackList of the running Keras `call`, if it has made it yet.
 
