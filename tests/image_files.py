@@ -132,3 +132,21 @@ def torch_threads(sample: Any, rng: np.random.Generator) -> Any:
     import torch
 
     return (*sample, np.array([torch.get_num_threads(), os.getpid()], dtype=np.int64))
+
+
+def image_data_generator_like() -> Any:
+    """A transform with most of ImageDataGenerator's augmentations on, for uint8 RGB images."""
+    from kloader import augment
+
+    return augment.from_image_data_generator(
+        rotation_range=20,
+        width_shift_range=0.1,
+        height_shift_range=0.1,
+        shear_range=10,
+        zoom_range=0.2,
+        channel_shift_range=10,
+        horizontal_flip=True,
+        vertical_flip=True,
+        brightness_range=(0.7, 1.3),
+        rescale=1 / 255,
+    )

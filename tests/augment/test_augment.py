@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import kloader
 from kloader import augment
 
+import image_files as images
 from utils import assert_batches_equal, assert_state_restores_rest, batches_with_workers_up
 
 
@@ -46,18 +47,7 @@ def every_transform() -> dict[str, Callable[[Any, np.random.Generator], Any]]:
         "crop": augment.RandomCrop((6, 5)),
         "resized_crop": augment.RandomResizedCrop((8, 7)),
         "rescale": augment.Rescale(1 / 255),
-        "image_data_generator": augment.from_image_data_generator(
-            rotation_range=20,
-            width_shift_range=0.1,
-            height_shift_range=0.1,
-            shear_range=10,
-            zoom_range=0.2,
-            channel_shift_range=10,
-            horizontal_flip=True,
-            vertical_flip=True,
-            brightness_range=(0.7, 1.3),
-            rescale=1 / 255,
-        ),
+        "image_data_generator": images.image_data_generator_like(),
     }
 
 

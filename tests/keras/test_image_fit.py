@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import kloader
-from kloader import augment
 
 import image_files as images
 from keras_utils import IdRecorder
@@ -104,18 +103,7 @@ def augmented_loader(num_workers: int = 0) -> kloader.Loader:
     """23 random 16x16 RGB images through ImageDataGenerator-style augmentation."""
     images_ = np.random.default_rng(0).integers(0, 256, (23, 16, 16, 3), dtype=np.uint8)
     labels = np.arange(23, dtype=np.int64)
-    transform = augment.from_image_data_generator(
-        rotation_range=20,
-        width_shift_range=0.1,
-        height_shift_range=0.1,
-        shear_range=10,
-        zoom_range=0.2,
-        channel_shift_range=10,
-        horizontal_flip=True,
-        vertical_flip=True,
-        brightness_range=(0.7, 1.3),
-        rescale=1 / 255,
-    )
+    transform = images.image_data_generator_like()
     return kloader.Loader(
         (images_, labels), batch_size=5, seed=11, transform=transform, num_workers=num_workers
     )
