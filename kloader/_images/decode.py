@@ -26,13 +26,14 @@ decidable once, up front.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import stat
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # Pillow's own default decompression-bomb limit (about 89.5 megapixels).
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -63,16 +64,15 @@ TORCH_MODES = {
 
 DTYPES = ("float32", "uint8")
 
-# JPEG draft: decode at 1/d scale only while the decoded image stays at least
-# this many times the size the final resize needs (see benchmarks/decode_draft.py).
-# fast_decode="max" lets it shrink to the size the resize needs (margin 1), as
-# Pillow's own `draft(mode, size)` does: faster, and a little softer.
-DRAFT_MARGIN = 2
-MAX_DRAFT_MARGIN = 1
+# JPEG draft: decode at 1/d scale while the decoded window stays at least this
+# many times the size the resize makes of it (Pillow's own `draft(mode, size)`
+# rule). The resize is told the window's exact extent in decoded pixels, so the
+# result stays close to a full decode (README: Image folders, Quality;
+# benchmarks/image_quality.py).
+DRAFT_MARGIN = 1
 _DRAFT_SCALES = (8, 4, 2)
 
 _ORIENTATION_TAG = 0x0112
-_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 _INTEGER_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _CHECK_SIZE = (8, 8)
 
@@ -102,9 +102,9 @@ class DecodeSpec:
         rescale: factor for float32 output, e.g. 1/255; None for none.
         max_pixels: refuse images with more pixels (width * height); None for no
             limit of kloader's own (Pillow's global limit still applies).
-        fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale when the target is
-            much smaller than the file: True keeps the decoded image at least
-            twice the target, "max" at least the target, False decodes in full.
+        fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale while the decoded
+            image stays at least as large as the target (True), or always in
+            full (False). "max" is accepted as another name for True.
     """
 
     image_size: tuple[int, int]
@@ -124,9 +124,10 @@ class DecodeSpec:
         _one_of(self.dtype, DTYPES, "dtype")
         if not isinstance(self.fast_decode, bool) and self.fast_decode != "max":
             raise ValueError(
-                f'`fast_decode` must be True, False or "max", got {self.fast_decode!r}. "max" '
-                "decodes JPEGs at the smallest DCT scale that still covers the target."
+                f"`fast_decode` must be True or False, got {self.fast_decode!r}. True decodes "
+                "JPEGs at the smallest DCT scale that still covers the target; False in full."
             )
+        object.__setattr__(self, "fast_decode", bool(self.fast_decode))
         if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
             raise ValueError(
                 "Only one of `crop_to_aspect_ratio` and `pad_to_aspect_ratio` can be True: crop "
@@ -243,16 +244,14 @@ def decode_image(image: Image.Image, spec: DecodeSpec, where: str) -> np.ndarray
 def _decode_opened(opened: Image.Image, spec: DecodeSpec) -> np.ndarray:
     _check_pixels(opened, spec.max_pixels)
     orientation = _orientation(opened)
+    geometry = _geometry(opened.size, orientation, spec)
+    scale = 1
     if spec.fast_decode and opened.format in ("JPEG", "MPO"):
-        _draft(opened, spec, orientation)
+        scale = _draft(opened, spec, orientation)
     opened.load()
-    image = _oriented(opened, orientation)
-    image = _to_color_mode(image, spec.color_mode)
-    if spec.interpolation in TORCH_MODES:
-        pixels = _resize_pixels(_pixels(image), spec)
-    else:
-        pixels = _pixels(_resize(image, spec))
-    return _to_array(pixels, spec)
+    image = _to_color_mode(opened, spec.color_mode)
+    pixels = _orient(_resize(image, spec, geometry, scale), orientation)
+    return _to_array(_on_canvas(pixels, geometry, spec), spec)
 
 
 def check(path: str, spec: DecodeSpec) -> str | None:
@@ -302,10 +301,99 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _oriented(image: Image.Image, orientation: int) -> Image.Image:
-    if orientation == 1:
-        return image
-    return ImageOps.exif_transpose(image)
+# Each EXIF orientation as what shows the stored image upright (Pillow's
+# exif_transpose): flip the stored rows, flip the stored columns, then
+# transpose.
+_FLIPS_THEN_TRANSPOSE = {
+    1: (False, False, False),
+    2: (False, True, False),
+    3: (True, True, False),
+    4: (True, False, False),
+    5: (False, False, True),
+    6: (True, False, True),
+    7: (True, True, True),
+    8: (False, True, True),
+}
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """A stored (height, width, bands) array shown upright, as a view."""
+    flip_rows, flip_columns, transpose = _FLIPS_THEN_TRANSPOSE[orientation]
+    if flip_rows:
+        pixels = pixels[::-1]
+    if flip_columns:
+        pixels = pixels[:, ::-1]
+    return pixels.transpose(1, 0, 2) if transpose else pixels
+
+
+# ---------------------------------------------------------------- geometry
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """A box of the stored image, in its pixels: rows [top, top + height), columns [left, left + width)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """What to resize to what, worked out on the image as stored (before its EXIF orientation).
+
+    The resize runs on the stored image and the orientation is applied to the
+    small result, so a flip only moves output pixels, and the partial last
+    row or column of a draft decode (375 rows at 1/2 are 187.5 rows, stored in
+    188) stays at the end, where the resize can allow for it.
+
+    Attributes:
+        window: the part of the stored image that reaches the output.
+        size: (height, width) the window is resized to, in the stored orientation.
+        canvas_offset: where the upright resized window goes on a zero canvas of
+            the target size (pad_to_aspect_ratio), or None when it is the output.
+    """
+
+    window: _Window
+    size: tuple[int, int]
+    canvas_offset: tuple[int, int] | None
+
+
+def _geometry(stored_size: tuple[int, int], orientation: int, spec: DecodeSpec) -> _Geometry:
+    """The window, resize and padding that give `spec`'s output for an image stored at (w, h)."""
+    stored_width, stored_height = stored_size
+    transpose = _FLIPS_THEN_TRANSPOSE[orientation][2]
+    width, height = (stored_height, stored_width) if transpose else (stored_width, stored_height)
+    target_height, target_width = spec.image_size
+    window = _Window(0, 0, stored_height, stored_width)
+    size, offset = (target_height, target_width), None
+    if spec.crop_to_aspect_ratio:
+        crop_width, crop_height = _crop_box_size(width, height, target_width, target_height)
+        upright = _Window((height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width)
+        window = _stored_window(upright, (height, width), orientation)
+    elif spec.pad_to_aspect_ratio:
+        scale = min(target_width / width, target_height / height)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        offset = ((target_height - size[0]) // 2, (target_width - size[1]) // 2)
+    if transpose:
+        size = (size[1], size[0])
+    return _Geometry(window, size, offset)
+
+
+def _stored_window(upright: _Window, upright_size: tuple[int, int], orientation: int) -> _Window:
+    """The box of the stored image that shows as `upright` once oriented."""
+    flip_rows, flip_columns, transpose = _FLIPS_THEN_TRANSPOSE[orientation]
+    height, width = upright_size
+    top, left, box_height, box_width = upright.top, upright.left, upright.height, upright.width
+    if transpose:  # undo the transpose first: it was applied last
+        top, left, box_height, box_width = left, top, box_width, box_height
+        height, width = width, height
+    if flip_rows:
+        top = height - top - box_height
+    if flip_columns:
+        left = width - left - box_width
+    return _Window(top, left, box_height, box_width)
 
 
 # ------------------------------------------------------------------- draft
@@ -315,28 +403,24 @@ def draft_scale(stored_size: tuple[int, int], orientation: int, spec: DecodeSpec
     """The JPEG draft divisor (1, 2, 4 or 8) for an image stored at `stored_size` (w, h).
 
     The largest d for which the part of the image that reaches the output,
-    decoded at 1/d, is still at least `DRAFT_MARGIN` times the output size in
-    both directions (`MAX_DRAFT_MARGIN` times with `fast_decode="max"`).
+    decoded at 1/d, is still at least `DRAFT_MARGIN` times the size it is
+    resized to in both directions, and starts on a whole decoded pixel (a
+    centred crop window whose offset d does not divide is decoded at a
+    smaller scale instead).
     """
-    width, height = stored_size
-    if orientation in _TRANSPOSED_ORIENTATIONS:
-        width, height = height, width
-    target_height, target_width = spec.image_size
-    if spec.crop_to_aspect_ratio:
-        crop_width, crop_height = _crop_box_size(width, height, target_width, target_height)
-        needed = max(target_width / crop_width, target_height / crop_height)
-    elif spec.pad_to_aspect_ratio:
-        needed = min(target_width / width, target_height / height)
-    else:
-        needed = max(target_width / width, target_height / height)
-    margin = MAX_DRAFT_MARGIN if spec.fast_decode == "max" else DRAFT_MARGIN
+    geometry = _geometry(stored_size, orientation, spec)
+    window = geometry.window
     for scale in _DRAFT_SCALES:
-        if scale * margin * needed <= 1:
+        large_enough = (
+            window.height >= scale * DRAFT_MARGIN * geometry.size[0]
+            and window.width >= scale * DRAFT_MARGIN * geometry.size[1]
+        )
+        if large_enough and window.top % scale == 0 and window.left % scale == 0:
             return scale
     return 1
 
 
-def _draft(image: Image.Image, spec: DecodeSpec, orientation: int) -> None:
+def _draft(image: Image.Image, spec: DecodeSpec, orientation: int) -> int:
     scale = draft_scale(image.size, orientation, spec)
     if scale > 1:
         width, height = image.size
@@ -344,6 +428,7 @@ def _draft(image: Image.Image, spec: DecodeSpec, orientation: int) -> None:
         # requesting (w // d, h // d) yields exactly d.
         mode = "L" if spec.color_mode == "grayscale" else None
         image.draft(mode, (width // scale, height // scale))
+    return scale
 
 
 # ------------------------------------------------------------- colour mode
@@ -383,79 +468,80 @@ def _crop_box_size(width: int, height: int, target_width: int, target_height: in
     return crop_width, crop_height
 
 
-def _resize(image: Image.Image, spec: DecodeSpec) -> Image.Image:
-    target_height, target_width = spec.image_size
-    resample = INTERPOLATIONS[spec.interpolation]
-    width, height = image.size
-    if spec.crop_to_aspect_ratio:
-        crop_width, crop_height = _crop_box_size(width, height, target_width, target_height)
-        left, top = (width - crop_width) // 2, (height - crop_height) // 2
+def _resize(image: Image.Image, spec: DecodeSpec, geometry: _Geometry, scale: int) -> np.ndarray:
+    """The window of the stored image resized to `geometry.size`: (height, width, bands) uint8.
+
+    `image` is the stored image decoded at 1/`scale`. The window's far edges
+    may fall inside a decoded pixel; the resize is told the window's exact
+    extent, so a draft decode samples the same places a full decode does.
+    """
+    window = geometry.window
+    # draft_scale only picks scales that divide the window's offsets.
+    top, left = window.top // scale, window.left // scale
+    extent = (window.height / scale, window.width / scale)
+    bottom, right = top + math.ceil(extent[0]), left + math.ceil(extent[1])
+    if spec.interpolation in TORCH_MODES:
+        pixels = _pixels(image)[top:bottom, left:right]
+        return _torch_resize(pixels, extent, geometry.size, spec.interpolation)
+    if (left, top, right, bottom) != (0, 0, *image.size):
         # crop, then resize: resize(box=...) would blend in pixels from outside the window
-        window = image.crop((left, top, left + crop_width, top + crop_height))
-        if window.size == (target_width, target_height):
-            return window
-        return window.resize((target_width, target_height), resample)
-    if spec.pad_to_aspect_ratio:
-        scale = min(target_width / width, target_height / height)
-        inner = (max(1, round(width * scale)), max(1, round(height * scale)))
-        canvas = Image.new(image.mode, (target_width, target_height), 0)
-        offset = ((target_width - inner[0]) // 2, (target_height - inner[1]) // 2)
-        canvas.paste(image.resize(inner, resample), offset)
-        return canvas
-    if image.size == (target_width, target_height):
-        return image
-    return image.resize((target_width, target_height), resample)
+        image = image.crop((left, top, right, bottom))
+    target_height, target_width = geometry.size
+    if image.size != (target_width, target_height) or extent != (image.height, image.width):
+        resample = INTERPOLATIONS[spec.interpolation]
+        image = image.resize((target_width, target_height), resample, box=(0, 0, extent[1], extent[0]))
+    return _pixels(image)
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
-    """The pixels as a writable (height, width, bands) uint8 array; RGB comes as RGBX.
-
-    Pillow stores RGB with 4 bytes per pixel: copying them out as RGBX is a
-    plain copy, where RGB repacks every pixel, and torch's
-    fast resize works on 4 channels anyway. The 4th band is dropped at the end.
-    """
+    """The pixels as a writable (height, width, bands) uint8 array."""
     width, height = image.size
-    if image.mode == "RGB":
-        raw, bands = image.tobytes("raw", "RGBX"), 4
-    else:
-        raw, bands = image.tobytes(), len(image.getbands())
     # bytearray: torch refuses (with a warning) to wrap read-only memory.
-    return np.frombuffer(bytearray(raw), np.uint8).reshape(height, width, bands)
+    raw = bytearray(image.tobytes())
+    return np.frombuffer(raw, np.uint8).reshape(height, width, len(image.getbands()))
 
 
-def _torch_resize(pixels: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
-    if pixels.shape[:2] == size:
+def _torch_resize(
+    pixels: np.ndarray, extent: tuple[float, float], size: tuple[int, int], interpolation: str
+) -> np.ndarray:
+    """`pixels`, of which the first `extent` (height, width) rows and columns belong to the image, resized."""
+    whole = extent == pixels.shape[:2]
+    if whole and pixels.shape[:2] == size:
         return pixels
     import torch  # here, not at the top: ImageFolder and `python -m kloader` load without torch
 
     # (1, bands, height, width) in channels-last memory: torch's vectorised uint8 path.
     batch = torch.from_numpy(np.ascontiguousarray(pixels)[np.newaxis]).permute(0, 3, 1, 2)
-    resized = torch.nn.functional.interpolate(
-        batch, size=size, mode=TORCH_MODES[interpolation], antialias=True, align_corners=False
-    )
+    mode = TORCH_MODES[interpolation]
+    if whole:
+        resized = torch.nn.functional.interpolate(
+            batch, size=size, mode=mode, antialias=True, align_corners=False
+        )
+    else:
+        # A partial last row or column: the scale comes from the extent, not from
+        # the array's size, and the output is the first `size` of floor(array x scale).
+        scale = (size[0] / extent[0], size[1] / extent[1])
+        resized = torch.nn.functional.interpolate(
+            batch,
+            scale_factor=scale,
+            recompute_scale_factor=False,
+            mode=mode,
+            antialias=True,
+            align_corners=False,
+        )[:, :, : size[0], : size[1]]
     result: np.ndarray = resized[0].permute(1, 2, 0).numpy()
+    assert result.shape[:2] == size, (result.shape, size)
     return result
 
 
-def _resize_pixels(pixels: np.ndarray, spec: DecodeSpec) -> np.ndarray:
-    """`_resize` on a (height, width, bands) uint8 array, with torch."""
-    target_height, target_width = spec.image_size
-    height, width = pixels.shape[:2]
-    if spec.crop_to_aspect_ratio:
-        crop_width, crop_height = _crop_box_size(width, height, target_width, target_height)
-        left, top = (width - crop_width) // 2, (height - crop_height) // 2
-        window = pixels[top : top + crop_height, left : left + crop_width]
-        return _torch_resize(window, spec.image_size, spec.interpolation)
-    if spec.pad_to_aspect_ratio:
-        scale = min(target_width / width, target_height / height)
-        inner = (max(1, round(height * scale)), max(1, round(width * scale)))
-        canvas = np.zeros((target_height, target_width, pixels.shape[2]), np.uint8)
-        top, left = (target_height - inner[0]) // 2, (target_width - inner[1]) // 2
-        canvas[top : top + inner[0], left : left + inner[1]] = _torch_resize(
-            pixels, inner, spec.interpolation
-        )
-        return canvas
-    return _torch_resize(pixels, spec.image_size, spec.interpolation)
+def _on_canvas(pixels: np.ndarray, geometry: _Geometry, spec: DecodeSpec) -> np.ndarray:
+    """The upright resized window, on a zero canvas of the target size where it is padded."""
+    if geometry.canvas_offset is None:
+        return pixels
+    top, left = geometry.canvas_offset
+    canvas = np.zeros((*spec.image_size, pixels.shape[2]), np.uint8)
+    canvas[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+    return canvas
 
 
 def _to_array(pixels: np.ndarray, spec: DecodeSpec) -> np.ndarray:

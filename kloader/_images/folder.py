@@ -84,11 +84,10 @@ class ImageFolder:
         max_pixels: refuse images with more pixels (decompression bombs).
             Default: Pillow's limit, about 89.5 megapixels.
         fast_decode: decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT
-            scaling) when the image is at least twice as large as needed,
-            then resize: several times faster, and close to a full decode
-            (README: Image folders). "max": go down to the smallest scale
-            still as large as needed (Pillow's `draft(mode, size)`): faster
-            again, and softer. False: always decode in full.
+            scaling) while the decoded image stays at least as large as
+            needed, then resize: two to three times faster, and close to a
+            full decode (README: Image folders, Quality). False: always
+            decode in full. ("max", an older name for True, is accepted.)
         follow_links: enter folders that are symbolic links (each real folder
             once). Class folders that are links are always used. A link that
             lets two classes reach the same folder (a link back up the tree)
@@ -133,7 +132,7 @@ class ImageFolder:
         seed: int | None = None,
         on_error: str = "raise",
         max_pixels: int | None = decode.DEFAULT_MAX_PIXELS,
-        fast_decode: bool | str = True,
+        fast_decode: bool = True,
         follow_links: bool = False,
         paths: Sequence[str | os.PathLike[str]] | None = None,
         labels: Sequence[Any] | np.ndarray | str | None = None,

@@ -131,7 +131,7 @@ class HFDataset:
         dtype: str = "float32",
         rescale: float | None = None,
         max_pixels: int | None = decode.DEFAULT_MAX_PIXELS,
-        fast_decode: bool | str = True,
+        fast_decode: bool = True,
     ):
         refuse_other_hf_objects(dataset)
         if not is_hf_dataset(dataset):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
 
 from kloader._images import decode as decoding
@@ -141,7 +141,7 @@ def test_exif_orientation_with_draft_decoding(tmp_path: Path) -> None:
     """A large rotated JPEG, decoded at reduced scale, is still rotated and matches a full decode."""
     path = images.write_exif_rotated(tmp_path / "big.jpg", 6, size=(800, 400))
     with Image.open(path) as opened:
-        assert decoding.draft_scale(opened.size, 6, DecodeSpec((60, 30))) == 4  # shown 400 x 800
+        assert decoding.draft_scale(opened.size, 6, DecodeSpec((60, 30))) == 8  # shown 400 x 800
     fast = decode(path, (60, 30), dtype="uint8").astype(int)
     full = decode(path, (60, 30), dtype="uint8", fast_decode=False).astype(int)
     assert np.abs(fast[5, 15] - [255, 0, 0]).max() < 40 and np.abs(fast[55, 15] - [0, 0, 255]).max() < 40
@@ -231,6 +231,48 @@ def test_default_decode_is_close_to_a_float64_reference(
     assert psnr(output, reference) > bound
 
 
+def upright_reference(path: Path, target: tuple[int, int], fit: str) -> np.ndarray:
+    """Full decode, shown upright (Pillow's exif_transpose), then cropped / fitted / padded and
+    resized by the float64 triangle filter: what every decode path should come close to."""
+    with Image.open(path) as opened:
+        pixels = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    height, width = pixels.shape[:2]
+    if fit == "crop":
+        crop_width, crop_height = decoding._crop_box_size(width, height, target[1], target[0])
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        return antialiased_bilinear(pixels[top : top + crop_height, left : left + crop_width], target)
+    if fit == "pad":
+        scale = min(target[1] / width, target[0] / height)
+        inner = (round(height * scale), round(width * scale))
+        canvas = np.zeros((*target, 3))
+        top, left = (target[0] - inner[0]) // 2, (target[1] - inner[1]) // 2
+        canvas[top : top + inner[0], left : left + inner[1]] = antialiased_bilinear(pixels, inner)
+        return canvas
+    return antialiased_bilinear(pixels, target)
+
+
+@pytest.mark.parametrize("fit", ["stretch", "crop", "pad"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_draft_decode_keeps_the_geometry_of_a_full_decode(tmp_path: Path, orientation: int, fit: str) -> None:
+    """A JPEG whose height the draft scale does not divide (500x375 at 1/2 is 250x187.5 pixels,
+    stored in 250x188), in every EXIF orientation, stretched, cropped or padded: the default path
+    samples the places the full decode does. Resizing the 250x188 pixels as if they were the whole
+    image shifts the output by up to a source pixel (about 46 dB instead of over 50)."""
+    image = Image.fromarray(images.photo(500, 375))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = images.write(tmp_path / "photo.jpg", image, exif=exif, quality=90)
+    target = (120, 150)
+    options = {"crop_to_aspect_ratio": fit == "crop", "pad_to_aspect_ratio": fit == "pad"}
+    with Image.open(path) as opened:
+        assert decoding.draft_scale(opened.size, orientation, DecodeSpec(target, **options)) >= 2
+    output = decode(path, target, **options)
+    full = decode(path, target, fast_decode=False, **options)
+    reference = upright_reference(path, target, fit)
+    assert psnr(full, reference) > 55
+    assert psnr(output, reference) > 50
+
+
 @pytest.mark.parametrize(("interpolation", "filter"), [("bilinear", "BILINEAR"), ("bicubic", "BICUBIC")])
 @pytest.mark.parametrize("color_mode", ["rgb", "grayscale", "rgba"])
 @pytest.mark.parametrize("size", [(40, 56), (96, 64), (300, 250)])
@@ -281,21 +323,32 @@ def test_resize_is_the_same_for_any_torch_thread_count(tmp_path: Path) -> None:
 # -------------------------------------------------------------- JPEG draft
 
 
-def test_draft_scale_keeps_a_margin_and_follows_orientation() -> None:
-    """The draft divisor leaves the decoded image at least twice the target, rotated or not."""
+def test_draft_scale_covers_the_target_and_follows_orientation() -> None:
+    """The draft divisor leaves the decoded window at least as large as the target, rotated or not."""
     spec = DecodeSpec((100, 50))
-    assert decoding.draft_scale((800, 400), 1, spec) == 2  # needs 100 rows of 400: 1/2 leaves 200
-    assert decoding.draft_scale((800, 400), 6, spec) == 4  # shown 400 wide, 800 tall
+    assert decoding.draft_scale((800, 400), 1, spec) == 4  # needs 100 rows of 400: 1/4 leaves 100
+    assert decoding.draft_scale((800, 400), 6, spec) == 8  # shown 400 wide, 800 tall
     assert decoding.draft_scale((4000, 4000), 1, DecodeSpec(64)) == 8
     assert decoding.draft_scale((120, 120), 1, DecodeSpec(64)) == 1
+    assert decoding.draft_scale((500, 375), 1, DecodeSpec(160)) == 2  # 187.5 rows >= 160
+    assert decoding.draft_scale((500, 375), 1, DecodeSpec(188)) == 1
     crop = DecodeSpec(64, crop_to_aspect_ratio=True)
-    assert decoding.draft_scale((2048, 512), 1, crop) == 4  # the 512x512 centre window, 1/4 -> 128
+    assert decoding.draft_scale((2048, 512), 1, crop) == 8  # the 512x512 centre window, 1/8 -> 64
+
+
+def test_draft_scale_divides_the_crop_offset() -> None:
+    """A crop window must start on a whole decoded pixel: an offset of 1 rules every draft out."""
+    crop = DecodeSpec(64, crop_to_aspect_ratio=True)
+    assert decoding.draft_scale((1026, 1024), 1, crop) == 1  # window starts at column 1
+    assert decoding.draft_scale((1028, 1024), 1, crop) == 2  # at column 2
+    assert decoding.draft_scale((1032, 1024), 1, crop) == 4  # at column 4
+    assert decoding.draft_scale((1040, 1024), 1, crop) == 8  # at column 8
 
 
 def test_fast_decode_uses_draft_and_stays_close_to_a_full_decode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 1024x768 JPEG to 64x64: decoded at 1/4 scale, within 1.5 levels of the full decode."""
+    """A 1024x768 JPEG to 64x64: decoded at 1/8 scale, within 1.5 levels of the full decode."""
     path = images.write_pattern(tmp_path / "big.jpg", size=(1024, 768), quality=92)
     requests: list[tuple[int, int] | None] = []
     draft = JpegImageFile.draft
@@ -306,9 +359,9 @@ def test_fast_decode_uses_draft_and_stays_close_to_a_full_decode(
 
     monkeypatch.setattr(JpegImageFile, "draft", recording_draft)
     fast = decode(path, 64)
-    assert requests == [(256, 192)]
+    assert requests == [(128, 96)]
     full = decode(path, 64, fast_decode=False)
-    assert requests == [(256, 192)]
+    assert requests == [(128, 96)]
     assert np.abs(fast - full).mean() < 1.5
 
 
@@ -383,19 +436,16 @@ def test_bad_options_are_refused(options: dict[str, object], message: str) -> No
         DecodeSpec(**options)  # type: ignore[arg-type]
 
 
-def test_fast_decode_max_goes_down_to_the_target() -> None:
-    """fast_decode="max" keeps the decoded image only as large as the target."""
-    spec = DecodeSpec((100, 50), fast_decode="max")
-    assert decoding.draft_scale((800, 400), 1, spec) == 4  # 1/4 leaves 100 rows, as needed
-    assert decoding.draft_scale((500, 375), 1, DecodeSpec(160, fast_decode="max")) == 2
-    assert decoding.draft_scale((500, 375), 1, DecodeSpec(160)) == 1  # 1/2 would leave less than twice
-    with pytest.raises(ValueError, match='True, False or "max"'):
+def test_fast_decode_max_is_another_name_for_true() -> None:
+    """fast_decode="max" (the name of the margin-1 rule before it was the default) is True."""
+    assert DecodeSpec(160, fast_decode="max") == DecodeSpec(160, fast_decode=True)
+    with pytest.raises(ValueError, match="must be True or False"):
         DecodeSpec(64, fast_decode="fast")
 
 
-def test_fast_decode_max_stays_close_to_a_full_decode(tmp_path: Path) -> None:
+def test_fast_decode_down_to_the_target_stays_close_to_a_full_decode(tmp_path: Path) -> None:
     """A 1024x768 JPEG to 256x192 at 1/4 scale: within 3 levels of the full decode."""
     path = images.write_pattern(tmp_path / "big.jpg", size=(1024, 768), quality=92)
-    fast = decode(path, (192, 256), fast_decode="max")
+    fast = decode(path, (192, 256))
     full = decode(path, (192, 256), fast_decode=False)
     assert np.abs(fast - full).mean() < 3
