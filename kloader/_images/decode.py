@@ -510,28 +510,25 @@ def _torch_resize(
         return pixels
     import torch  # here, not at the top: ImageFolder and `python -m kloader` load without torch
 
-    # (1, bands, height, width) in channels-last memory: torch's vectorised uint8 path.
-    batch = torch.from_numpy(np.ascontiguousarray(pixels)[np.newaxis]).permute(0, 3, 1, 2)
-    mode = TORCH_MODES[interpolation]
-    if whole:
-        resized = torch.nn.functional.interpolate(
-            batch, size=size, mode=mode, antialias=True, align_corners=False
-        )
-    else:
-        # A partial last row or column: the scale comes from the extent, not from
-        # the array's size, and the output is the first `size` of floor(array x scale).
-        scale = (size[0] / extent[0], size[1] / extent[1])
-        resized = torch.nn.functional.interpolate(
-            batch,
-            scale_factor=scale,
-            recompute_scale_factor=False,
-            mode=mode,
-            antialias=True,
-            align_corners=False,
-        )[:, :, : size[0], : size[1]]
-    result: np.ndarray = resized[0].permute(1, 2, 0).numpy()
-    assert result.shape[:2] == size, (result.shape, size)
+    # (1, bands, height, width) views of (height, width, bands) memory: torch's
+    # vectorised uint8 path reads it, and writes the result straight into the
+    # array returned. (F.interpolate returns channels-first memory, and turning
+    # that back into (height, width, bands) costs more than the resize.)
+    source = torch.from_numpy(np.ascontiguousarray(pixels)[np.newaxis]).permute(0, 3, 1, 2)
+    result = np.empty((*size, pixels.shape[2]), np.uint8)
+    target = torch.from_numpy(result[np.newaxis]).permute(0, 3, 1, 2)
+    # A partial last row or column: the scale comes from the extent, not from the
+    # array's size (the output is the first `size` of what F.interpolate's
+    # scale_factor would give).
+    scales = (None, None) if whole else (size[0] / extent[0], size[1] / extent[1])
+    resize = getattr(torch._C._nn, _TORCH_KERNELS[TORCH_MODES[interpolation]])
+    resize(source, size, False, *scales, out=target)
     return result
+
+
+# The antialiased kernels behind F.interpolate(mode=..., antialias=True),
+# called directly for their out= argument (pinned by tests/images/test_decode.py).
+_TORCH_KERNELS = {"bilinear": "_upsample_bilinear2d_aa", "bicubic": "_upsample_bicubic2d_aa"}
 
 
 def _on_canvas(pixels: np.ndarray, geometry: _Geometry, spec: DecodeSpec) -> np.ndarray:

@@ -273,6 +273,39 @@ def test_draft_decode_keeps_the_geometry_of_a_full_decode(tmp_path: Path, orient
     assert psnr(output, reference) > 50
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("bands", [1, 3, 4])
+@pytest.mark.parametrize(
+    ("shape", "extent", "size"),
+    [
+        ((188, 250), (188, 250), (160, 160)),
+        ((188, 250), (187.5, 250), (160, 120)),
+        ((30, 40), (30, 40), (64, 90)),
+    ],
+)
+def test_torch_resize_is_f_interpolate_bit_for_bit(
+    interpolation: str,
+    bands: int,
+    shape: tuple[int, int],
+    extent: tuple[float, float],
+    size: tuple[int, int],
+) -> None:
+    """The antialiased kernel called with out= (to write (height, width, bands) memory directly)
+    gives F.interpolate's bytes, with a size or with the scale of a partial extent."""
+    pixels = np.random.default_rng(0).integers(0, 256, (*shape, bands), dtype=np.uint8)
+    batch = torch.from_numpy(pixels[np.newaxis]).permute(0, 3, 1, 2)
+    if extent == shape:
+        expected = torch.nn.functional.interpolate(batch, size=size, mode=interpolation, antialias=True)
+    else:
+        scale = (size[0] / extent[0], size[1] / extent[1])
+        expected = torch.nn.functional.interpolate(
+            batch, scale_factor=scale, recompute_scale_factor=False, mode=interpolation, antialias=True
+        )[:, :, : size[0], : size[1]]
+    output = decoding._torch_resize(pixels, extent, size, interpolation)
+    assert output.flags["C_CONTIGUOUS"] and output.shape == (*size, bands)
+    np.testing.assert_array_equal(output, expected[0].permute(1, 2, 0).numpy())
+
+
 @pytest.mark.parametrize(("interpolation", "filter"), [("bilinear", "BILINEAR"), ("bicubic", "BICUBIC")])
 @pytest.mark.parametrize("color_mode", ["rgb", "grayscale", "rgba"])
 @pytest.mark.parametrize("size", [(40, 56), (96, 64), (300, 250)])
