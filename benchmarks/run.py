@@ -16,8 +16,8 @@ repeat (kloader and the other loader of the same repeat) and then summarised.
 Workloads:
   images  2000 JPEGs of 500x375, decoded, resized to 160x160 (bilinear),
           randomly flipped, batches of 64, float32 0..255 unless a row says
-          otherwise. Loaders: kloader (2 workers: the defaults, and uint8 +
-          fast_decode="max"), Keras
+          otherwise. Loaders: kloader (2 workers: the defaults, and
+          dtype="uint8"), Keras
           PyDataset (2 threads, 2 processes), torch DataLoader (2 workers,
           persistent_workers=True), tf.data (image_dataset_from_directory +
           random_flip_left_right + prefetch(AUTOTUNE)), and the limit: one
@@ -74,8 +74,8 @@ def image_cases(root: str, epochs: int) -> list[dict[str, Any]]:
     return [
         {"name": "kloader, 2 workers", "spec": {**kloader, "workers": 2}},
         {
-            "name": 'kloader, 2 workers, uint8, fast_decode="max"',
-            "spec": {**kloader, "workers": 2, "dtype": "uint8", "fast_decode": "max"},
+            "name": "kloader, 2 workers, uint8",
+            "spec": {**kloader, "workers": 2, "dtype": "uint8"},
         },
         {
             "name": "Keras PyDataset, 2 threads",
@@ -477,7 +477,7 @@ def targets(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
         by_name = {case["name"]: case for case in groups["images"]}
         defaults, fast = (
             by_name["kloader, 2 workers"],
-            by_name['kloader, 2 workers, uint8, fast_decode="max"'],
+            by_name["kloader, 2 workers, uint8"],
         )
         tfdata, torch_loader = by_name["tf.data"], by_name["torch DataLoader, 2 workers"]
         processes = by_name["Keras PyDataset, 2 processes"]
@@ -488,12 +488,12 @@ def targets(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
             ),
             target_row("defaults x tf.data, later epochs", ratios(defaults, tfdata), 1.0, True),
             target_row(
-                "uint8 + fast_decode x tf.data, first epoch incl. start",
+                "uint8 x tf.data, first epoch incl. start",
                 ratios(fast, tfdata, first),
                 1.3,
                 True,
             ),
-            target_row("uint8 + fast_decode x tf.data, later epochs", ratios(fast, tfdata), 1.3, True),
+            target_row("uint8 x tf.data, later epochs", ratios(fast, tfdata), 1.3, True),
             target_row(
                 "defaults x PyDataset processes, first epoch incl. start",
                 ratios(defaults, processes, first),

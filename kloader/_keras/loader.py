@@ -206,6 +206,10 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         self._feed: KerasFeed = KerasFeed(
             self._cursor, calls.KerasCalls(on_last_end=_weak_method(self.close, when_gone="ignore"))
         )
+        if self.num_workers > 0 and not self._maker.gathers and self.start_method == "forkserver":
+            # The fork server's imports (a second or more) overlap with the
+            # model's building and compiling instead of delaying the workers.
+            workers.warm_fork_server(self._maker)
 
     # ----------------------------------------------------------------- order
 

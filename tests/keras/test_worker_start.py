@@ -1,0 +1,81 @@
+"""When worker processes start: the fork server when a loader is made, the workers on its first batch.
+
+A fresh fork server imports torch and kloader before it forks a worker (a
+second or more of CPU). A loader with workers starts it when it is made, so
+that those imports overlap with building and compiling the model; the workers
+themselves start only when a batch is asked for. Each case runs in a fresh
+interpreter, where no fork server runs yet.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PROGRAM = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import psutil
+    import kloader
+
+    def processes():
+        names = []
+        for child in psutil.Process().children(recursive=True):
+            line = " ".join(child.cmdline())
+            names.append("fork server" if "forkserver" in line else "tracker" if "resource_tracker" in line else line)
+        return sorted(names)
+
+    class Rows:
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, index):
+            return np.full(2, index, dtype=np.float32)
+
+    case = sys.argv[1]
+    x = np.arange(64, dtype=np.float32).reshape(32, 2)
+    if case == "map source, 2 workers":
+        loader = kloader.Loader(Rows(), batch_size=4, num_workers=2)
+    elif case == "no workers":
+        loader = kloader.Loader(Rows(), batch_size=4, num_workers=0)
+    elif case == "arrays gathered here":
+        loader = kloader.Loader(x, batch_size=4, num_workers=2)
+    elif case == "spawn":
+        loader = kloader.Loader(Rows(), batch_size=4, num_workers=2, start_method="spawn")
+    made = processes()
+    batches = [b.tobytes() for b in loader]
+    pids = loader.worker_pids
+    loader.close()
+    print(json.dumps({"made": made, "workers": len(pids), "batches": len(batches)}))
+    """
+)
+
+
+def run(case: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM, case], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return outcome
+
+
+@pytest.mark.slow
+def test_a_loader_with_workers_starts_the_fork_server_when_made_and_its_workers_on_the_first_batch() -> None:
+    outcome = run("map source, 2 workers")
+    assert "fork server" in outcome["made"], outcome  # before any batch was asked for
+    assert len(outcome["made"]) <= 2, outcome  # the server (and Python's resource tracker): no worker yet
+    assert outcome["workers"] == 2 and outcome["batches"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["no workers", "arrays gathered here", "spawn"])
+def test_loaders_that_fork_no_worker_from_the_server_start_no_process_when_made(case: str) -> None:
+    outcome = run(case)
+    assert outcome["made"] == [], outcome
+    assert outcome["batches"] == 8
