@@ -421,14 +421,18 @@ def draft_scale(stored_size: tuple[int, int], orientation: int, spec: DecodeSpec
 
 
 def _draft(image: Image.Image, spec: DecodeSpec, orientation: int) -> int:
+    """Asks Pillow to decode `image` at reduced scale; returns the scale it will decode at."""
     scale = draft_scale(image.size, orientation, spec)
-    if scale > 1:
-        width, height = image.size
-        # Pillow picks the largest of 8, 4, 2 not above min(w // rw, h // rh):
-        # requesting (w // d, h // d) yields exactly d.
-        mode = "L" if spec.color_mode == "grayscale" else None
-        image.draft(mode, (width // scale, height // scale))
-    return scale
+    if scale == 1:
+        return 1
+    width, height = image.size
+    # Pillow picks the largest of 8, 4, 2 not above min(w // rw, h // rh):
+    # requesting (w // d, h // d) yields exactly d.
+    mode = "L" if spec.color_mode == "grayscale" else None
+    image.draft(mode, (width // scale, height // scale))
+    # An image already loaded (or drafted) keeps its size: then it is not scaled.
+    drafted = image.size == (math.ceil(width / scale), math.ceil(height / scale))
+    return scale if drafted else 1
 
 
 # ------------------------------------------------------------- colour mode

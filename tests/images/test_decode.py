@@ -398,6 +398,17 @@ def test_fast_decode_uses_draft_and_stays_close_to_a_full_decode(
     assert np.abs(fast - full).mean() < 1.5
 
 
+def test_an_image_already_loaded_is_resized_whole(tmp_path: Path) -> None:
+    """A JPEG that was loaded before it reaches the decoder (a Pillow image in a dataset column)
+    can no longer be drafted: it is resized in full, never cut to the part a draft would keep."""
+    path = images.write(tmp_path / "photo.jpg", Image.fromarray(images.photo(500, 375)), quality=90)
+    spec = DecodeSpec(160)
+    with Image.open(path) as opened:
+        opened.load()
+        output = decoding.decode_image(opened, spec, "a loaded image")
+    np.testing.assert_array_equal(output, decode(path, 160, fast_decode=False))
+
+
 def test_fast_decode_grayscale_decodes_luminance_only(tmp_path: Path) -> None:
     """Grayscale with draft decodes the JPEG's Y channel; close to the full decode + convert."""
     path = images.write_pattern(tmp_path / "big.jpg", size=(800, 600), quality=92)
