@@ -1,12 +1,12 @@
 """Decoding one image file into an array of a fixed size, with Pillow and torch.
 
 `decode(path, spec)` opens the file, refuses images over a pixel limit (a
-decompression bomb), decodes JPEGs at reduced scale when the target is much
-smaller than the file (libjpeg's DCT scaling through Pillow's draft mode),
-applies the EXIF orientation, converts the colour mode, resizes (optionally
-cropping or padding to the target's aspect ratio), and returns a
-`(height, width, channels)` array. It never imports Keras: it runs in worker
-processes.
+decompression bomb), decodes JPEGs at reduced scale while the decoded image
+still covers the target (libjpeg's DCT scaling through Pillow's draft mode),
+converts the colour mode, resizes the image as stored (optionally cropping or
+padding to the target's aspect ratio), applies the EXIF orientation to the
+result, and returns a `(height, width, channels)` array. It never imports
+Keras: it runs in worker processes.
 
 Bilinear and bicubic resizes (and their stand-ins "gaussian" and
 "mitchellcubic") run on uint8 pixels with torch's antialiased kernels, which

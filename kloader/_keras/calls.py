@@ -9,7 +9,10 @@ for an iterator or starts an epoch. It ends
   set mid-epoch, and `steps=` limits, on every Keras version, without waiting
   for garbage collection;
 - when the EpochIterator that began it is freed (a weakref finalizer): the
-  same moment, for a call whose CallbackList could not be reached; or
+  same moment, for a call whose CallbackList could not be reached. The
+  finalizer runs in whatever thread the garbage collector runs in, possibly a
+  thread that a worker start in progress waits for, so it only hands the call
+  to the watcher thread below, which ends it; or
 - when the call's frame is no longer on its thread's stack. When an exception
   (a KeyboardInterrupt, an error in a callback) leaves `fit`, no closing hook
   runs and Keras's EpochIterator is caught in a reference cycle with its own
@@ -20,6 +23,7 @@ for an iterator or starts an epoch. It ends
 from __future__ import annotations
 
 import gc
+import queue
 import sys
 import threading
 import weakref
@@ -81,8 +85,10 @@ class KerasCalls:
             if not known:
                 self._open[key] = False
         if not known:
-            weakref.finalize(internals.call_epoch_iterator(call) or epoch_iterator, self._end, key)
-            _watcher.watch(self)
+            _watcher.watch(self)  # before the finalizer can hand it a call
+            weakref.finalize(
+                internals.call_epoch_iterator(call) or epoch_iterator, _watcher.end_later, self, key
+            )
         if not hooked:
             hook = internals.KERAS_CALLS[call.f_code.co_name]
             end = _weak_end(self, key)
@@ -155,6 +161,9 @@ class _Watcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
+        # Calls handed over by finalizers. SimpleQueue.put is safe in a finalizer:
+        # it never blocks and takes no lock another thread could hold.
+        self._handed_over: queue.SimpleQueue[tuple[KerasCalls, CallKey]] = queue.SimpleQueue()
 
     def watch(self, calls: KerasCalls) -> None:
         with self._lock:
@@ -163,9 +172,31 @@ class _Watcher:
                 self._thread = threading.Thread(target=self._run, name="kloader-keras-calls", daemon=True)
                 self._thread.start()
 
+    def end_later(self, calls: KerasCalls, key: CallKey) -> None:
+        """Ends `key` on the watcher thread; returns at once (for finalizers).
+
+        Ending the last call stops the loader's workers, which waits for a start
+        in progress; run inline, in a thread that start is waiting for, that
+        would wait forever. The call stays open until the watcher ends it, so
+        the watcher runs until then.
+        """
+        if calls.is_open(key):
+            self._handed_over.put((calls, key))
+            self._wake.set()
+
+    def _end_handed_over(self) -> None:
+        while True:
+            try:
+                calls, key = self._handed_over.get_nowait()
+            except queue.Empty:
+                return
+            calls._end(key)
+
     def _run(self) -> None:
         while True:
             self._wake.wait(_WATCH_INTERVAL)
+            self._wake.clear()
+            self._end_handed_over()
             stacks = sys._current_frames()
             with self._lock:
                 watched = [calls for calls in self._calls if calls.open]

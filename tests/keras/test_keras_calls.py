@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import keras
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 import kloader
+from kloader._keras.calls import KerasCalls
 
 from keras_utils import IdRecorder, id_model
 from utils import IdDataset, assert_labels, expected_labels, jitter, jitter_label
@@ -130,3 +133,32 @@ def test_a_sample_error_inside_a_keras_call_is_a_sample_error(call: str) -> None
         getattr(model, call)(loader, verbose=0)
     assert isinstance(caught.value.__cause__, ValueError)
     assert str(caught.value.__cause__) == "sample 5 is corrupt"
+
+
+# ------------------------------------------- ends that run in a finalizer
+
+
+def test_a_call_ended_by_its_finalizer_ends_on_the_watcher_thread() -> None:
+    """The finalizer of a call's EpochIterator runs in whatever thread the garbage collector
+    runs in; ending the last call stops the workers, which waits for a start in progress (that
+    thread may be one the start waits for: a hang, seen in CI). It only hands the call over."""
+    ended_in: list[str] = []
+    done = threading.Event()
+
+    def on_last_end() -> None:
+        ended_in.append(threading.current_thread().name)
+        done.set()
+
+    keras_calls = KerasCalls(on_last_end=on_last_end)
+
+    class EpochIteratorStandIn:
+        pass
+
+    def fit(epoch_iterator: EpochIteratorStandIn) -> None:  # named as the Keras call it stands for
+        keras_calls.seen(sys._getframe(), epoch_iterator)
+
+    iterator = EpochIteratorStandIn()
+    fit(iterator)
+    del iterator  # the finalizer runs here, in this thread
+    assert done.wait(30)
+    assert ended_in == ["kloader-keras-calls"]
