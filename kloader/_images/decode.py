@@ -247,7 +247,7 @@ def _decode_opened(opened: Image.Image, spec: DecodeSpec) -> np.ndarray:
     geometry = _geometry(opened.size, orientation, spec)
     scale = 1
     if spec.fast_decode and opened.format in ("JPEG", "MPO"):
-        scale = _draft(opened, spec, orientation)
+        scale = _draft(opened, spec, geometry)
     opened.load()
     image = _to_color_mode(opened, spec.color_mode)
     pixels = _orient(_resize(image, spec, geometry, scale), orientation)
@@ -408,7 +408,10 @@ def draft_scale(stored_size: tuple[int, int], orientation: int, spec: DecodeSpec
     centred crop window whose offset d does not divide is decoded at a
     smaller scale instead).
     """
-    geometry = _geometry(stored_size, orientation, spec)
+    return _draft_scale_of(_geometry(stored_size, orientation, spec))
+
+
+def _draft_scale_of(geometry: _Geometry) -> int:
     window = geometry.window
     for scale in _DRAFT_SCALES:
         large_enough = (
@@ -420,9 +423,9 @@ def draft_scale(stored_size: tuple[int, int], orientation: int, spec: DecodeSpec
     return 1
 
 
-def _draft(image: Image.Image, spec: DecodeSpec, orientation: int) -> int:
+def _draft(image: Image.Image, spec: DecodeSpec, geometry: _Geometry) -> int:
     """Asks Pillow to decode `image` at reduced scale; returns the scale it will decode at."""
-    scale = draft_scale(image.size, orientation, spec)
+    scale = _draft_scale_of(geometry)
     if scale == 1:
         return 1
     width, height = image.size

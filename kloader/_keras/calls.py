@@ -79,16 +79,15 @@ class KerasCalls:
 
     def seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:
         """`epoch_iterator`, working for the Keras `call`, used the loader: the call is open."""
-        key = self.key_of(call, epoch_iterator)
+        built = _built_epoch_iterator(call, epoch_iterator)
+        key = _key(call, built)
         with self._lock:
             known, hooked = key in self._open, self._open.get(key, False)
             if not known:
                 self._open[key] = False
         if not known:
             _watcher.watch(self)  # before the finalizer can hand it a call
-            weakref.finalize(
-                internals.call_epoch_iterator(call) or epoch_iterator, _watcher.end_later, self, key
-            )
+            weakref.finalize(built, _watcher.end_later, self, key)
         if not hooked:
             hook = internals.KERAS_CALLS[call.f_code.co_name]
             end = _weak_end(self, key)
@@ -100,10 +99,7 @@ class KerasCalls:
 
     @staticmethod
     def key_of(call: FrameType, epoch_iterator: Any) -> CallKey:
-        # Until `call` has assigned its EpochIterator (TensorFlow asks for the
-        # dataset inside the EpochIterator's constructor), the asking one is it.
-        built = internals.call_epoch_iterator(call) or epoch_iterator
-        return (threading.get_ident(), id(call), call.f_code, id(built))
+        return _key(call, _built_epoch_iterator(call, epoch_iterator))
 
     def is_open(self, key: CallKey) -> bool:
         return key in self._open
@@ -126,6 +122,16 @@ class KerasCalls:
         with self._lock:
             calls = list(self._open)
         return [key for key in calls if not _on_stack(stacks.get(key[0]), key[1], key[2])]
+
+
+def _built_epoch_iterator(call: FrameType, epoch_iterator: Any) -> Any:
+    # Until `call` has assigned its EpochIterator (TensorFlow asks for the
+    # dataset inside the EpochIterator's constructor), the asking one is it.
+    return internals.call_epoch_iterator(call) or epoch_iterator
+
+
+def _key(call: FrameType, built: Any) -> CallKey:
+    return (threading.get_ident(), id(call), call.f_code, id(built))
 
 
 def _ignore(key: CallKey) -> None:
