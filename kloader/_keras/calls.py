@@ -159,6 +159,18 @@ def _on_stack(frame: FrameType | None, frame_id: int, code: CodeType) -> bool:
     return False
 
 
+def _finished_calls(watched: list[KerasCalls]) -> list[tuple[KerasCalls, list[CallKey]]]:
+    stacks = sys._current_frames()
+    try:
+        return [(calls, calls.finished(stacks)) for calls in watched]
+    finally:
+        # The snapshot holds this very frame, and this frame holds the snapshot: a
+        # reference cycle. Left to the garbage collector, it would keep every
+        # thread's frames, and what they hold (a worker queue's semaphores in
+        # /dev/shm, a batch), alive until some later collection.
+        stacks.clear()
+
+
 class _Watcher:
     """One daemon thread for all loaders; it runs only while some call is open."""
 
@@ -203,15 +215,12 @@ class _Watcher:
             self._wake.wait(_WATCH_INTERVAL)
             self._wake.clear()
             self._end_handed_over()
-            stacks = sys._current_frames()
             with self._lock:
                 watched = [calls for calls in self._calls if calls.open]
                 if not watched:
                     self._thread = None
                     return
-            finished = [(calls, calls.finished(stacks)) for calls in watched]
-            del stacks
-            finished = [(calls, ended) for calls, ended in finished if ended]
+            finished = [(calls, ended) for calls, ended in _finished_calls(watched) if ended]
             if finished:
                 # The call left through an exception, and Keras's EpochIterator
                 # sits in a reference cycle with the last batches (shared

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
+import time
+import weakref
 from typing import Any
 
 import keras
@@ -162,3 +165,42 @@ def test_a_call_ended_by_its_finalizer_ends_on_the_watcher_thread() -> None:
     del iterator  # the finalizer runs here, in this thread
     assert done.wait(30)
     assert ended_in == ["kloader-keras-calls"]
+
+
+def test_the_watcher_keeps_nothing_of_other_threads_alive() -> None:
+    """The watcher reads every thread's stack to see which calls ended. What it read must
+    not outlive the reading: a frame kept alive keeps its locals (a worker queue's
+    semaphores in /dev/shm, a batch) until some later garbage collection. Seen in CI as
+    semaphores left behind by an interrupted fit."""
+
+    class Token:
+        pass
+
+    token: list[weakref.ref[Token]] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held = Token()
+        token.append(weakref.ref(held))
+        holding.set()
+        release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait()
+    gc.collect()
+    gc.disable()  # what a reference cycle holds then stays until the test is over
+    try:
+        loader = workers_loader()
+        id_model(IdRecorder()).fit(loader, epochs=2, verbose=0)
+        assert loader.worker_pids == []
+        deadline = time.monotonic() + 30
+        while any(t.name == "kloader-keras-calls" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the watcher thread did not stop"
+            time.sleep(0.05)
+        release.set()
+        thread.join()
+        assert token[0]() is None, "the watcher kept another thread's frame alive"
+    finally:
+        release.set()
+        gc.enable()
