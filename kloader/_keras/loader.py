@@ -7,7 +7,7 @@ import numbers
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -19,7 +19,11 @@ from kloader._core.sources import ArraySource, MapSource, as_source
 from kloader._keras import arguments, calls, distributed, internals
 from kloader._keras.feed import KerasFeed
 from kloader._keras.fixed import Fixed
-from kloader._workers import pool as workers
+from kloader._workers import options as worker_options
+from kloader._workers.plan import Task
+
+if TYPE_CHECKING:
+    from kloader._workers.pool import WorkerPool
 
 _CACHED_PERMUTATIONS = 3
 
@@ -42,7 +46,7 @@ def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
     return (int(index), int(count)), "explicit"
 
 
-def _plan_from(task_for: Any, num_batches: int, task: workers.Task) -> Iterator[workers.Task]:
+def _plan_from(task_for: Any, num_batches: int, task: Task) -> Iterator[Task]:
     """The tasks expected from `task` on: the rest of its epoch, then the epochs after it."""
     epoch, batch = task.epoch, task.batch
     while True:
@@ -158,7 +162,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             )
         self.num_workers = int(num_workers)
         self.prefetch = checks.int_at_least(prefetch, 1, name="prefetch", example="prefetch=2")
-        workers.check_prefetch(self.prefetch, self.num_workers)
+        worker_options.check_prefetch(self.prefetch, self.num_workers)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0
         ):
@@ -167,9 +171,11 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
                 "timeout=120 raises when a worker spends more than 2 minutes on one batch."
             )
         self.timeout = None if timeout is None else float(timeout)
-        self.start_method = start_method or workers.default_start_method()
-        if self.start_method not in workers.START_METHODS:
-            raise ValueError(f"`start_method` must be one of {workers.START_METHODS}, got {start_method!r}.")
+        self.start_method = start_method or worker_options.default_start_method()
+        if self.start_method not in worker_options.START_METHODS:
+            raise ValueError(
+                f"`start_method` must be one of {worker_options.START_METHODS}, got {start_method!r}."
+            )
         if transform is not None and not callable(transform):
             raise TypeError(f"`transform` must be callable as transform(sample, rng), got {transform!r}.")
         self.shuffle = bool(shuffle)
@@ -200,16 +206,18 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         self._lock: threading.RLock = threading.RLock()
         self._cursor: Cursor = Cursor(len(self._layout))
         self._permutations: dict[tuple[int, int], np.ndarray] = {}
-        self._pool: workers.WorkerPool | None = None
+        self._pool: WorkerPool | None = None
         # What Keras sees of this loader; when the last Keras call using it
         # ends, its workers stop.
         self._feed: KerasFeed = KerasFeed(
             self._cursor, calls.KerasCalls(on_last_end=_weak_method(self.close, when_gone="ignore"))
         )
-        if self.num_workers > 0 and not self._maker.gathers and self.start_method == "forkserver":
+        if self._uses_workers and self.start_method == "forkserver":
             # The fork server's imports (a second or more) overlap with the
             # model's building and compiling instead of delaying the workers.
-            workers.warm_fork_server(self._maker)
+            from kloader._workers import pool
+
+            pool.warm_fork_server(self._maker)
 
     # ----------------------------------------------------------------- order
 
@@ -269,8 +277,8 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
                 self._permutations[key] = permutation
             return permutation
 
-    def _task(self, epoch: int, batch: int) -> workers.Task:
-        return workers.Task(self._seed, epoch, batch, self.indices(batch, epoch))
+    def _task(self, epoch: int, batch: int) -> Task:
+        return Task(self._seed, epoch, batch, self.indices(batch, epoch))
 
     # ------------------------------------------------------- manual access
 
@@ -303,14 +311,22 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
 
     def _batch(self, epoch: int, batch: int) -> Any:
         task = self._task(epoch, batch)
-        if self.num_workers == 0 or self._maker.gathers:
+        if not self._uses_workers:
             return self._maker.make(task.seed, task.epoch, task.indices)
         return self._worker_pool().get(task)
+
+    @property
+    def _uses_workers(self) -> bool:
+        # Arrays without a transform are gathered here whatever num_workers says.
+        return self.num_workers > 0 and not self._maker.gathers
 
     def _batch_indices(self, epoch: int, batch: int) -> np.ndarray:
         return self.indices(batch, epoch).astype(np.int64, copy=False)
 
-    def _worker_pool(self) -> workers.WorkerPool:
+    def _worker_pool(self) -> WorkerPool:
+        # Imported here: torch comes with it, and a loader without workers never needs it.
+        from kloader._workers import pool as workers
+
         with self._lock:
             if self._pool is None:
                 if self._maker.transform is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import multiprocessing.forkserver
-import resource
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -30,16 +29,11 @@ from kloader._workers.plan import Key, Plan, Task
 from kloader._workers.processes import WorkerProcesses, check_picklable
 
 __all__ = [
-    "START_METHODS",
     "Task",
     "WorkerPool",
     "check_picklable",
-    "check_prefetch",
-    "default_start_method",
     "warm_fork_server",
 ]
-
-START_METHODS = ("fork", "forkserver", "spawn")
 
 # Set at exit: a framework thread (tf.data's, say) still pulling batches while
 # Python shuts down must not start a fresh set of workers.
@@ -56,37 +50,6 @@ def _stop_everything_at_exit() -> None:
     _interpreter_exiting = True
     for pool in list(_pools):
         pool.close()
-
-
-# File descriptors one prefetched batch may hold open in this process: one per
-# array (a shared-memory segment), for an assumed 4 arrays, twice (queued, and
-# held back to keep the order).
-_DESCRIPTORS_PER_PREFETCHED_BATCH = 8
-
-
-def check_prefetch(prefetch: int, num_workers: int) -> None:
-    """Refuses a `prefetch` whose batches in flight this process could not hold open.
-
-    Each batch a worker has handed over holds a file descriptor per array until
-    it is used; half of the process's limit on open files is left for them.
-    """
-    if num_workers == 0:
-        return
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return
-    most = max(1, soft // 2 // (num_workers * _DESCRIPTORS_PER_PREFETCHED_BATCH))
-    if prefetch > most:
-        raise ValueError(
-            f"`prefetch` must be at most {most} with num_workers={num_workers}: each prefetched "
-            f"batch holds open files (shared memory) in this process, and it may open {soft} "
-            f"files (`ulimit -n`). Use prefetch={min(2, most)}, or raise the limit on open files."
-        )
-
-
-def default_start_method() -> str:
-    """`forkserver` where it exists: safe after CUDA, JAX or TensorFlow have started threads."""
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class _Sampler:

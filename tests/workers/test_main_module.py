@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kloader._workers import pool
+from kloader._workers import options
 
 # No `if __name__ == "__main__":` guard, on purpose.
 PROGRAM = textwrap.dedent(
@@ -63,7 +63,7 @@ def check(result: subprocess.CompletedProcess[str]) -> None:
 
 @pytest.fixture(autouse=True)
 def _default_is_forkserver() -> None:
-    assert pool.default_start_method() == "forkserver"
+    assert options.default_start_method() == "forkserver"
 
 
 def test_a_script_without_a_main_guard(tmp_path: Path) -> None:
