@@ -324,11 +324,11 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         return self.indices(batch, epoch).astype(np.int64, copy=False)
 
     def _worker_pool(self) -> WorkerPool:
-        # Imported here: torch comes with it, and a loader without workers never needs it.
-        from kloader._workers import pool as workers
-
         with self._lock:
             if self._pool is None:
+                # Imported here: torch comes with it, and a loader without workers never needs it.
+                from kloader._workers import pool as workers
+
                 if self._maker.transform is not None:
                     workers.check_picklable(self._maker.transform, "transform")
                 if isinstance(self._source, MapSource):
