@@ -18,7 +18,10 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
 def run_audit(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SCRIPTS)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(SCRIPTS), os.environ.get("PYTHONPATH", "")]),
+    }
     command = [sys.executable, "-m", "kloader", "audit", target, "--backends", keras.backend.backend()]
     return subprocess.run(
         [*command, "--epochs", "2", *extra],

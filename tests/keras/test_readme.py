@@ -26,7 +26,7 @@ def test_quickstart_runs_pasted_into_a_file(tmp_path: Path) -> None:
     """No __main__ guard, no edits: the block runs as a script and fit prints its 5 epochs."""
     script = tmp_path / "quickstart.py"
     script.write_text(quickstart())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
