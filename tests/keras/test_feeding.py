@@ -1,9 +1,10 @@
 """Feeding an accelerator: on torch with CUDA, pinned memory and non-blocking copies (the same
 tensors as Keras's conversion); on JAX, Keras puts batches on the device one step ahead.
 
-No GPU runs these tests: what they check is that the CPU path is Keras's own, that the
-CUDA path's conversion gives exactly Keras's tensors (run on a CPU device), and the
-Keras behaviour kloader relies on for JAX.
+On a CPU machine (CI) they check that the CPU path is Keras's own, that the CUDA path's
+conversion gives exactly Keras's tensors (run on a CPU device), and the Keras behaviour
+kloader relies on for JAX; benchmarks/gpu_checks.sh runs them, with the other Keras tests, on
+a GPU, where the first one checks the CUDA path itself.
 """
 
 from __future__ import annotations
@@ -38,15 +39,32 @@ def as_numpy(batch: Any) -> Any:
 
 
 @pytest.mark.backend("torch")
-def test_without_cuda_the_torch_backend_runs_kerass_own_conversion() -> None:
-    """On a CPU-only machine the loader hands Keras's own DataLoader wrapper to Keras: nothing
-    is pinned and nothing about the CPU path changes."""
+def test_the_torch_backend_feeds_through_pinned_memory_exactly_when_the_device_is_cuda() -> None:
+    """With a CUDA device the loader hands Keras batches already on it (pinned, copied without
+    blocking; checked on a GPU by benchmarks/gpu_checks.sh); on any other device it hands Keras
+    its own DataLoader wrapper: nothing is pinned and nothing about the CPU path changes."""
+    import torch
+    from keras.src.backend.torch.core import get_device
+
     from kloader._keras import feeding
 
     with kloader.Loader(source(10), batch_size=4, seed=1) as loader:
+        expected = list(loader.get_numpy_iterator())
+    with kloader.Loader(source(10), batch_size=4, seed=1) as loader:
         dataloader = loader.get_torch_dataloader()
+        got = list(dataloader)
+    device = torch.device(get_device())
+    if device.type == "cuda":
+        assert isinstance(dataloader.dataset, feeding._DeviceBatches)
+        assert all(value.device.type == "cuda" for batch in got for value in batch.values())
+    else:
         assert not isinstance(dataloader.dataset, feeding._DeviceBatches)
         assert type(dataloader.dataset).__name__ == "ConverterIterableDataset"  # Keras's
+        assert all(value.device == device for batch in got for value in batch.values())
+    assert len(got) == len(expected) == 3
+    for i, (mine, want) in enumerate(zip(got, expected)):
+        for key, value in want.items():  # Keras's dtype mapping changes uint16 and uint32, not values
+            np.testing.assert_array_equal(mine[key].cpu().numpy(), value, err_msg=f"batch {i}: {key}")
 
 
 @pytest.mark.backend("torch")
