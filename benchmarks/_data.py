@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -41,6 +43,14 @@ def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
+def _write_image(job: tuple[Path, int, int, int, tuple[int, int]]) -> None:
+    root, i, classes, seed, size = job
+    rng = np.random.default_rng([seed, i])
+    folder = root / f"class_{i % classes}"
+    folder.mkdir(parents=True, exist_ok=True)
+    photo_like(rng, *size).save(folder / f"image_{i:05d}.jpg", "JPEG", quality=90)
+
+
 def image_folder(
     root: str | os.PathLike[str],
     count: int,
@@ -55,12 +65,14 @@ def image_folder(
     marker = root / ".recipe.json"
     if marker.exists() and json.loads(marker.read_text()) == recipe:
         return root
-    for i in range(count):
-        # One generator per file: file i is the same whatever `count` is.
-        rng = np.random.default_rng([seed, i])
-        folder = root / f"class_{i % classes}"
-        folder.mkdir(parents=True, exist_ok=True)
-        photo_like(rng, *size).save(folder / f"image_{i:05d}.jpg", "JPEG", quality=90)
+    # One generator per file: file i is the same whatever `count` is, and
+    # whichever process writes it; the files are written by one process per core
+    # (started fresh: the caller may already run threads that a fork would copy).
+    jobs = [(root, i, classes, seed, size) for i in range(count)]
+    processes = min(os.cpu_count() or 1, 16)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        list(pool.map(_write_image, jobs, chunksize=16))
     marker.write_text(json.dumps(recipe))
     return root
 

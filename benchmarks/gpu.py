@@ -1,6 +1,6 @@
 """Training a small ResNet from an image folder: steps/s, and the share of each step spent waiting for data.
 
-    KERAS_BACKEND=jax python benchmarks/gpu.py                (on a GPU machine: the published table)
+    KERAS_BACKEND=jax python benchmarks/gpu.py --workers 4,12 (on a GPU machine: GPU_RESULTS.md)
     KERAS_BACKEND=torch python benchmarks/gpu.py --quick      (CPU smoke run: tiny sizes, under a minute)
 
 Generates a seeded image folder of photo-like JPEGs once (under `data/gpu/`),
@@ -28,6 +28,7 @@ wait share near 0.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
@@ -190,7 +191,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 10; 1 with --quick)")
     parser.add_argument("--batch-size", type=int, help="default 128; 8 with --quick")
     parser.add_argument(
-        "--workers", type=int, default=4, help="worker processes of kloader and torch (default 4)"
+        "--workers",
+        default="4",
+        help="worker processes of kloader and torch; a comma-separated list runs each (default 4)",
     )
     parser.add_argument(
         "--loaders", default=",".join(LOADERS), help="comma-separated, from: " + ", ".join(LOADERS)
@@ -204,8 +207,9 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 10)
     args.batch_size = args.batch_size or (8 if quick else 128)
     args.size, width, count, source = (48, 4, 32, (64, 48)) if quick else (224, 32, 2048, (500, 375))
-    if quick and args.workers == 4:
-        args.workers = 2
+    worker_counts = [int(workers) for workers in args.workers.split(",")]
+    if quick and worker_counts == [4]:
+        worker_counts = [2]
 
     root = str(_data.image_folder(Path(args.data) / f"{source[0]}x{source[1]}_{count}", count, size=source))
     import keras
@@ -220,25 +224,25 @@ def main() -> None:
     model = resnet(keras, args.size, width, classes=4)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rows = []
-    for name in args.loaders.split(","):
-        if name == "tf.data":
-            try:
-                import tensorflow  # noqa: F401
-            except ImportError:
-                rows.append(f"| {name} | — | — | not run: TensorFlow is not installed |")
+    for workers in worker_counts:
+        args.workers = workers
+        for name in args.loaders.split(","):
+            if name == "tf.data" and importlib.util.find_spec("tensorflow") is None:
+                if workers == worker_counts[0]:
+                    rows.append(f"| {name} | — | — | — | not run: TensorFlow is not installed |")
                 continue
-        data = LOADERS[name](root, args)
-        result = train(model, data, args.steps, args.warmup)
-        if hasattr(data, "close"):
-            data.close()
-        rows.append(
-            f"| {name} | {result['steps_per_s']:.2f} | {100 * result['wait_share']:.1f} % "
-            f"| {result['seconds']:.1f} s for {args.steps} steps |"
-        )
-        print(rows[-1], flush=True)
+            data = LOADERS[name](root, args)
+            result = train(model, data, args.steps, args.warmup)
+            if hasattr(data, "close"):
+                data.close()
+            rows.append(
+                f"| {name} | {workers} | {result['steps_per_s']:.2f} | {100 * result['wait_share']:.1f} % "
+                f"| {result['seconds']:.1f} s for {args.steps} steps |"
+            )
+            print(rows[-1], flush=True)
     print()
-    print("| loader | steps/s | waiting for data | |")
-    print("|---|---|---|---|")
+    print("| loader | workers | steps/s | waiting for data | |")
+    print("|---|---|---|---|---|")
     print("\n".join(rows))
 
 
