@@ -189,6 +189,22 @@ def test_a_length_runs_on_into_the_next_epoch() -> None:
     assert list(Pass(cursor, length=3)) == [Position(0, 2), Position(1, 0), Position(1, 1)]
 
 
+def test_a_stop_iteration_while_making_a_batch_is_an_error_not_the_end_of_the_epoch() -> None:
+    """A StopIteration out of `make` (a worker pool's iterator that ended) would end the
+    framework's loop over the pass as if the epoch were over, dropping the rest of it."""
+    cursor = Cursor(4)
+
+    def make(epoch: int, batch: int) -> int:
+        if batch == 2:
+            raise StopIteration
+        return batch
+
+    made = Pass(cursor, make=make)
+    with pytest.raises(RuntimeError, match="batch 2 of epoch 0 raised StopIteration"):
+        list(made)
+    assert list(made) == []  # and the pass is over
+
+
 def test_an_epoch_needs_a_batch() -> None:
     with pytest.raises(ValueError, match="at least one batch"):
         Cursor(0)
