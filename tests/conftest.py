@@ -6,6 +6,7 @@ backend carry `@pytest.mark.backend("jax")` and are skipped elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -17,6 +18,10 @@ from hypothesis import settings
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
+
+# kloader logs at DEBUG how each Keras call ended and which pass that cut short;
+# pytest shows these records under a failing test ("Captured log call").
+logging.getLogger("kloader").setLevel(logging.DEBUG)
 
 # Property tests check values, never timings: Hypothesis's default 200 ms
 # deadline per example fails at random on a loaded shared machine (seen in CI:

@@ -30,12 +30,15 @@ In every case the cursor moves only if nobody moved it since the pass began
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from kloader._core.cursor import Cursor
 from kloader._core.passes import Pass
+
+_log = logging.getLogger(__name__)
 
 Make = Callable[[int, int], Any]
 
@@ -124,6 +127,13 @@ class IteratorPasses:
         (a tf.data prefetch thread may go on pulling after the call returned)."""
         self.closed = True
         for made in list(self._made):
+            if made.started and made.remaining and not (made.discarded or made.completed):
+                _log.debug(
+                    "kloader: a pass from epoch %d, batch %d was closed after %d batches, %d before its end",
+                    *made.start,
+                    made.handed_out,
+                    made.remaining,
+                )
             made.close()
         self._open.clear()
 

@@ -23,6 +23,7 @@ for an iterator or starts an epoch. It ends
 from __future__ import annotations
 
 import gc
+import logging
 import queue
 import sys
 import threading
@@ -36,6 +37,10 @@ import keras
 from kloader._keras import internals
 
 _WATCH_INTERVAL = 0.5
+
+# Which of the three ways ended each call, at DEBUG: a pass cut short while its
+# call still runs would show up as a short epoch, and this names the trigger.
+_log = logging.getLogger(__name__)
 
 # A call: (thread id, id of the fit / evaluate / predict frame, that frame's code,
 # id of the EpochIterator the call built). The frame's id alone is reused by the
@@ -104,11 +109,12 @@ class KerasCalls:
     def is_open(self, key: CallKey) -> bool:
         return key in self._open
 
-    def _end(self, key: CallKey) -> None:
+    def _end(self, key: CallKey, why: str) -> None:
         with self._lock:
             if self._open.pop(key, None) is None:
                 return
             last = not self._open
+        _log.debug("kloader: the Keras %s call using this loader ended: %s", key[2].co_name, why)
         self.on_end(key)
         if last:
             self._on_last_end()
@@ -146,7 +152,7 @@ def _weak_end(calls: KerasCalls, key: CallKey) -> Callable[[], None]:
     def end() -> None:
         owner = reference()
         if owner is not None:
-            owner._end(key)
+            owner._end(key, "Keras ran its closing callback hook")
 
     return end
 
@@ -208,7 +214,7 @@ class _Watcher:
                 calls, key = self._handed_over.get_nowait()
             except queue.Empty:
                 return
-            calls._end(key)
+            calls._end(key, "its EpochIterator was freed")
 
     def _run(self) -> None:
         while True:
@@ -229,7 +235,7 @@ class _Watcher:
                 gc.collect()
                 for calls, ended in finished:
                     for key in ended:
-                        calls._end(key)
+                        calls._end(key, "its frame is no longer on its thread's stack")
 
 
 _watcher = _Watcher()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import logging
+import re
 import sys
 import threading
 import time
@@ -136,6 +138,26 @@ def test_a_sample_error_inside_a_keras_call_is_a_sample_error(call: str) -> None
         getattr(model, call)(loader, verbose=0)
     assert isinstance(caught.value.__cause__, ValueError)
     assert str(caught.value.__cause__) == "sample 5 is corrupt"
+
+
+def test_a_call_ended_mid_epoch_says_at_debug_level_what_ended_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A pass cut short while Keras still iterates would look like a short epoch ("Your input
+    ran out of data"): kloader logs, at DEBUG, which trigger ended each call and which pass it
+    cut short, so that such a failure names its cause (the test suite shows these logs)."""
+    loader = workers_loader()
+    with caplog.at_level(logging.DEBUG, logger="kloader"):
+        id_model(IdRecorder()).fit(loader, epochs=3, verbose=0, callbacks=[StopTrainingAt(2)])
+    messages = [record.getMessage() for record in caplog.records if record.name.startswith("kloader")]
+    assert (
+        "kloader: the Keras fit call using this loader ended: Keras ran its closing callback hook" in messages
+    )
+    cut = [m for m in messages if m.startswith("kloader: a pass from epoch 0, batch 0 was closed after")]
+    assert len(cut) == 1, messages
+    found = re.search(r"closed after (\d+) batches, (\d+) before its end", cut[0])
+    assert found is not None, cut
+    handed_out, left = int(found[1]), int(found[2])
+    assert handed_out >= 2 and handed_out + left == 10
+    loader.close()
 
 
 # ------------------------------------------- ends that run in a finalizer
