@@ -85,19 +85,18 @@ class Pass:
             raise StopIteration
         try:
             made = self._make(*self.position)
-        except StopIteration as stop:
-            # Let through, it would end the framework's loop over this pass as if
-            # the epoch were over: the rest of the epoch dropped without a word.
-            self.remaining = 0
-            epoch, batch = self.position
-            raise RuntimeError(
-                f"Making batch {batch} of epoch {epoch} raised StopIteration, which would have "
-                "ended the epoch early without an error. This is a bug in kloader: please report it."
-            ) from stop
-        except BaseException:
+        except BaseException as error:
             # The pass is over: a framework that keeps pulling (tf.data's
             # prefetch thread) must not start workers again.
             self.remaining = 0
+            if isinstance(error, StopIteration):
+                # Let through, it would end the framework's loop over this pass as if
+                # the epoch were over: the rest of the epoch dropped without a word.
+                epoch, batch = self.position
+                raise RuntimeError(
+                    f"Making batch {batch} of epoch {epoch} raised StopIteration, which would have "
+                    "ended the epoch early without an error. This is a bug in kloader: please report it."
+                ) from error
             raise
         self.last = self.position
         self.remaining -= 1
