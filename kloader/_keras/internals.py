@@ -10,11 +10,13 @@ never reorders its batches, and TensorFlow never peeks at `__getitem__`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
 import warnings
 import weakref
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, cast
 
 import keras
@@ -154,10 +156,39 @@ def outermost_keras_call(frame: FrameType | None) -> FrameType | None:
     """
     outermost = None
     while frame is not None:
-        if frame.f_code.co_name in KERAS_CALLS and isinstance(frame.f_locals.get("self"), keras.Model):
+        if is_keras_call(frame):
             outermost = frame
         frame = frame.f_back
     return outermost
+
+
+def is_keras_call(frame: FrameType) -> bool:
+    """Whether `frame` runs `fit`, `evaluate` or `predict` of a Keras model.
+
+    Keras's own methods are known by their code, without reading the frame's
+    locals: on CPython before 3.13, `frame.f_locals` stores a snapshot of every
+    local variable on the frame, kept until the next read. Read at each epoch,
+    the snapshot of `fit`'s frame held the previous epoch's iterator one epoch
+    too long and freed it inside the next epoch's hook; on TensorFlow, freeing
+    a tf.data iterator there held up the first step of the epoch for up to 5 s.
+    Only a method of that name defined elsewhere (a subclass's `fit` calling
+    `super().fit`) has its `self` read.
+    """
+    code = frame.f_code
+    if code.co_name not in KERAS_CALLS:
+        return False
+    if code in _keras_call_codes():
+        return True
+    is_method = code.co_argcount > 0 and code.co_varnames[0] == "self"
+    return is_method and isinstance(frame.f_locals.get("self"), keras.Model)
+
+
+@functools.cache
+def _keras_call_codes() -> frozenset[CodeType]:
+    # keras.Model's fit / evaluate / predict are the backend trainer's, wrapped
+    # by Keras's traceback filter (functools.wraps): the code that runs is the
+    # wrapped function's.
+    return frozenset(inspect.unwrap(getattr(keras.Model, name)).__code__ for name in KERAS_CALLS)
 
 
 def call_epoch_iterator(call: FrameType) -> EpochIterator | None:

@@ -230,3 +230,40 @@ def test_the_watcher_keeps_nothing_of_other_threads_alive() -> None:
     finally:
         release.set()
         gc.enable()
+
+
+class EpochIteratorsFreed(keras.callbacks.Callback):
+    """At the first batch of each epoch, after a garbage collection: is the iterator
+    that Keras drew for each earlier epoch of this loader still alive?"""
+
+    def __init__(self, loader: kloader.Loader):
+        super().__init__()
+        self.loader = loader
+        self.drawn: list[weakref.ref[Any]] = []
+        self.alive: list[list[bool]] = []
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        if batch != 0:
+            return
+        from keras.src.trainers.epoch_iterator import EpochIterator
+
+        # By type, not isinstance: that would read `__class__` on every object (lazy modules warn).
+        iterators = [o for o in gc.get_objects() if issubclass(type(o), EpochIterator)]
+        (training,) = [o for o in iterators if o.data_adapter is self.loader]
+        self.drawn.append(weakref.ref(training._current_iterator))
+        gc.collect()
+        self.alive.append([drawn() is not None for drawn in self.drawn[:-1]])
+
+
+def test_kloader_keeps_no_epoch_iterator_alive_after_keras_lets_go_of_it() -> None:
+    """Keras draws a fresh iterator for each epoch and lets go of the last one as the next
+    epoch's first batch begins. kloader reads Keras's frames to follow its calls, and a
+    read of `fit`'s local variables must not keep them: on CPython before 3.13 such a
+    read leaves a snapshot of all of them on the frame. Read at every epoch, it held each
+    epoch's iterator one epoch longer and then freed it inside the next epoch's hook; on
+    TensorFlow, freeing a tf.data iterator there held up the epoch's first step for up to
+    5 s (seen in fit epochs timed as benchmarks/run.py times them)."""
+    loader = kloader.Loader(IdDataset(32), batch_size=8, seed=0)
+    freed = EpochIteratorsFreed(loader)
+    id_model(IdRecorder()).fit(loader, epochs=4, verbose=0, callbacks=[freed])
+    assert freed.alive == [[], [False], [False, False], [False, False, False]]
