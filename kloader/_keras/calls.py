@@ -83,7 +83,7 @@ class KerasCalls:
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
         # (thread, call frame, its code, asking EpochIterator) -> the call's key, for
         # calls whose closing callback is in place: `seen` runs at every epoch and
-        # must not read the call frame's locals there (see internals.is_keras_call).
+        # must not read the call frame's locals there (see internals.outermost_keras_call).
         self._asked: dict[CallKey, CallKey] = {}
 
     def seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:

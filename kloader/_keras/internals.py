@@ -152,35 +152,36 @@ def outermost_keras_call(frame: FrameType | None) -> FrameType | None:
     """The outermost `fit`, `evaluate` or `predict` of a Keras model on the stack above `frame`.
 
     Validation inside `fit` runs `evaluate`, and so may a callback: both belong
-    to the `fit` above them.
+    to the `fit` above them. Keras's own methods are known by their code,
+    without reading the frame's locals: on CPython before 3.13, `frame.f_locals`
+    stores a snapshot of every local variable on the frame, kept until the next
+    read. Read at each epoch, the snapshot of `fit`'s frame held the previous
+    epoch's iterator one epoch too long and freed it inside the next epoch's
+    hook; on TensorFlow, freeing a tf.data iterator there held up the first step
+    of the epoch for up to 5 s. A model class's own `fit` that calls
+    `super().fit` is therefore not the call: Keras's `fit` inside it is. Only
+    when no Keras method is on the stack (a fit written without Keras's) is a
+    method of that name taken, when its `self` is a Keras model.
     """
+    keras_codes = _keras_call_codes()
     outermost = None
+    same_name: list[FrameType] = []
     while frame is not None:
-        if is_keras_call(frame):
-            outermost = frame
+        code = frame.f_code
+        if code.co_name in KERAS_CALLS:
+            if code in keras_codes:
+                outermost = frame
+            else:
+                same_name.append(frame)
         frame = frame.f_back
-    return outermost
-
-
-def is_keras_call(frame: FrameType) -> bool:
-    """Whether `frame` runs `fit`, `evaluate` or `predict` of a Keras model.
-
-    Keras's own methods are known by their code, without reading the frame's
-    locals: on CPython before 3.13, `frame.f_locals` stores a snapshot of every
-    local variable on the frame, kept until the next read. Read at each epoch,
-    the snapshot of `fit`'s frame held the previous epoch's iterator one epoch
-    too long and freed it inside the next epoch's hook; on TensorFlow, freeing
-    a tf.data iterator there held up the first step of the epoch for up to 5 s.
-    Only a method of that name defined elsewhere (a subclass's `fit` calling
-    `super().fit`) has its `self` read.
-    """
-    code = frame.f_code
-    if code.co_name not in KERAS_CALLS:
-        return False
-    if code in _keras_call_codes():
-        return True
-    is_method = code.co_argcount > 0 and code.co_varnames[0] == "self"
-    return is_method and isinstance(frame.f_locals.get("self"), keras.Model)
+    if outermost is not None:
+        return outermost
+    for candidate in reversed(same_name):
+        code = candidate.f_code
+        is_method = code.co_argcount > 0 and code.co_varnames[0] == "self"
+        if is_method and isinstance(candidate.f_locals.get("self"), keras.Model):
+            return candidate
+    return None
 
 
 @functools.cache

@@ -267,3 +267,33 @@ def test_kloader_keeps_no_epoch_iterator_alive_after_keras_lets_go_of_it() -> No
     freed = EpochIteratorsFreed(loader)
     id_model(IdRecorder()).fit(loader, epochs=4, verbose=0, callbacks=[freed])
     assert freed.alive == [[], [False], [False, False], [False, False, False]]
+
+
+class OverridesFit(keras.Sequential):
+    """A model class whose fit does its own work and then calls Keras's (as many do)."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        self.fits = getattr(self, "fits", 0) + 1
+        return super().fit(*args, **kwargs)
+
+
+def test_a_model_whose_fit_calls_super_trains_in_order_and_stops_its_workers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kloader knows Keras's own fit by its code, and follows that call inside the model's
+    own fit: trained in order, and the workers stop as fit returns (Keras's closing
+    callback hook, added to the call's callbacks, not a finalizer some time later)."""
+    recorder = IdRecorder()
+    loader = workers_loader(samples=24)
+    model = OverridesFit([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss=recorder.loss)
+    with caplog.at_level(logging.DEBUG, logger="kloader"):
+        model.fit(loader, epochs=3, verbose=0, callbacks=[recorder])
+    ended = [r.getMessage() for r in caplog.records if "call using this loader ended" in r.getMessage()]
+    assert ended == [
+        "kloader: the Keras fit call using this loader ended: Keras ran its closing callback hook"
+    ]
+    assert model.fits == 1
+    assert_labels(recorder.train, expected_labels(loader, 3))
+    assert loader.epoch == 3
+    assert loader.worker_pids == []
