@@ -24,9 +24,11 @@ Workloads:
           process decoding one sample at a time, times the cores.
   arrays  50 000 x 32x32x3 uint8 + int32 labels, batches of 256: kloader
           against the data path of `model.fit(x, y)` (Keras's ArrayDataAdapter).
-  fit     `model.fit(epochs=2)` of a small model fed by each loader, on the
-          TensorFlow, JAX and PyTorch backends: epoch 2, and epoch 1 counted
-          from before the loader is built (start-up, tracing and compilation).
+  fit     `model.fit(epochs=4)` of a small model fed by each loader, on the
+          TensorFlow, JAX and PyTorch backends: epochs 2-4 (median and
+          slowest: a stall at an epoch boundary shows in the slowest), and
+          epoch 1 counted from before the loader is built (start-up, tracing
+          and compilation).
   memory  kloader with 2 workers over 20 epochs: the process tree's memory.
 
 Per case: images/s over full epochs after the first, and over the first
@@ -262,25 +264,41 @@ def loader_table(cases: list[dict[str, Any]], reference: dict[str, Any]) -> list
 def fit_table(cases: list[dict[str, Any]], backends: tuple[str, ...]) -> list[str]:
     names = list(dict.fromkeys(case["name"] for case in cases))
     by_key = {(case["name"], case["column"]): case for case in cases}
+    later = later_epochs_label(cases)
     lines = [
         "| loader | "
-        + " | ".join(f"{b}: epoch 2 (s) | {b}: epoch 1 incl. start (s)" for b in backends)
+        + " | ".join(
+            f"{b}: {later}, median (s) | {b}: slowest of {later} (s) | {b}: epoch 1 incl. start (s)"
+            for b in backends
+        )
         + " |",
-        "|---|" + "---|---|" * len(backends),
+        "|---|" + "---|---|---|" * len(backends),
     ]
     for name in names:
         cells = []
         for backend in backends:
             case = by_key.get((name, backend))
             if case is None:
-                cells += ["—", "—"]
+                cells += ["—", "—", "—"]
                 continue
             errors = [run["error"] for run in case["runs"] if "error" in run]
             failed = f" ({len(errors)} failed: {errors[0]})" if errors else ""
             cells.append(summary(steady_epochs(case), 2) + failed)
+            cells.append(summary(slowest_later_epochs(case), 2))
             cells.append(summary(values(case, "first_epoch_with_start_s"), 2))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def later_epochs_label(cases: list[dict[str, Any]]) -> str:
+    """What the table calls the epochs after the first: "epoch 2", or "epochs 2-N"."""
+    epochs = max(case["spec"]["epochs"] for case in cases)
+    return "epoch 2" if epochs <= 2 else f"epochs 2-{epochs}"
+
+
+def slowest_later_epochs(case: dict[str, Any]) -> list[float]:
+    """Seconds of each repeat's slowest epoch after the first, for a fit case."""
+    return [max(run["epoch_s"][1:] or run["epoch_s"]) for run in case["runs"] if "error" not in run]
 
 
 def steady_epochs(case: dict[str, Any]) -> list[float]:
@@ -379,7 +397,7 @@ def main() -> None:
     if "arrays" in only:
         groups["arrays"] = array_cases(array_count, epochs=2 if args.quick else 4)
     if "fit" in only:
-        groups["fit"] = fit_cases(root, array_count, epochs=2, backends=backends)
+        groups["fit"] = fit_cases(root, array_count, epochs=2 if args.quick else 4, backends=backends)
     if "memory" in only:
         groups["memory"] = memory_cases(root, epochs=10 if args.quick else 20)
     everything = [case for cases in groups.values() for case in cases]
@@ -433,8 +451,10 @@ def main() -> None:
             "## model.fit: one epoch of a small model",
             "",
             "Images: Rescaling → Conv2D(8, 3, strides=4) → GlobalAveragePooling2D → Dense(4); "
-            "arrays: Rescaling → Flatten → Dense(10). Seconds of epoch 2 "
-            "of one `fit(epochs=2)` (epoch 1 includes tracing and compilation).",
+            "arrays: Rescaling → Flatten → Dense(10). Seconds per epoch of one "
+            f"`fit(epochs={max(case['spec']['epochs'] for case in groups['fit'])})`: the median and "
+            "the slowest of the epochs after the first, and the first epoch counted from before "
+            "the loader is built (imports, worker start, tracing and compilation).",
             "",
             *fit_table(groups["fit"], backends),
             "",
