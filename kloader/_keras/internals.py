@@ -34,6 +34,7 @@ __all__ = [
     "RanOutSilenced",
     "add_callback",
     "backup_metadata_path",
+    "call_local",
     "calling_epoch_iterator",
     "epoch_iterator_above",
     "outermost_keras_call",
@@ -89,8 +90,8 @@ def _check_batch_size(frame: FrameType, builder: FrameType | None) -> None:
     if (
         builder is not None
         and builder.f_code.co_name == "fit"
-        and builder.f_locals.get("x") is not frame.f_locals.get("x")
-        and builder.f_locals.get("validation_batch_size") is None
+        and call_local(builder, "x") is not frame.f_locals.get("x")
+        and call_local(builder, "validation_batch_size") is None
     ):
         return  # fit(x, y, batch_size=16, validation_data=loader): meant for the arrays x
     raise ValueError(
@@ -192,9 +193,32 @@ def _keras_call_codes() -> frozenset[CodeType]:
     return frozenset(inspect.unwrap(getattr(keras.Model, name)).__code__ for name in KERAS_CALLS)
 
 
+# Before 3.13 (PEP 667), `frame.f_locals` is a snapshot that stays on the frame.
+_F_LOCALS_IS_A_SNAPSHOT = sys.version_info < (3, 13)
+
+
+def call_local(call: FrameType, name: str) -> Any:
+    """The local variable `name` of a running `fit` / `evaluate` / `predict`, read without
+    keeping the call's other variables alive.
+
+    On CPython before 3.13, reading `frame.f_locals` copies every local variable
+    into a dict stored on the frame, which keeps each value alive until the next
+    read. A `fit` runs for hours: read once at the first validation, the dict
+    held that epoch's iterator (on TensorFlow, a tf.data iterator and its
+    threads) until `fit` returned. For Keras's own methods, which never call
+    `locals()`, the dict is emptied after the read: the next read fills it
+    again, and the frame's variables are untouched.
+    """
+    snapshot = call.f_locals
+    value = snapshot.get(name)
+    if _F_LOCALS_IS_A_SNAPSHOT and call.f_code in _keras_call_codes():
+        snapshot.clear()
+    return value
+
+
 def call_epoch_iterator(call: FrameType) -> EpochIterator | None:
     """The EpochIterator a running `fit` / `evaluate` / `predict` built (its local `epoch_iterator`)."""
-    found = call.f_locals.get("epoch_iterator")
+    found = call_local(call, "epoch_iterator")
     return found if isinstance(found, EpochIterator) else None
 
 
@@ -204,7 +228,7 @@ def add_callback(call: FrameType, callback: Any) -> bool:
     `fit`, `evaluate` and `predict` keep their CallbackList in the local
     `callbacks` (made from the user's list after the model is built).
     """
-    callbacks = call.f_locals.get("callbacks")
+    callbacks = call_local(call, "callbacks")
     if not isinstance(callbacks, CallbackList):
         return False
     callbacks.callbacks.append(callback)
