@@ -81,18 +81,9 @@ class KerasCalls:
         self.on_end: Callable[[CallKey], None] = _ignore
         self._lock = threading.Lock()
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
-        # (thread, call frame, its code, asking EpochIterator) -> the call's key, for
-        # calls whose closing callback is in place: `seen` runs at every epoch and
-        # must not read the call frame's locals there (see internals.outermost_keras_call).
-        self._asked: dict[CallKey, CallKey] = {}
 
     def seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:
         """`epoch_iterator`, working for the Keras `call`, used the loader: the call is open."""
-        asked = _key(call, epoch_iterator)
-        with self._lock:
-            key = self._asked.get(asked)
-            if key is not None and self._open.get(key):
-                return key
         built = _built_epoch_iterator(call, epoch_iterator)
         key = _key(call, built)
         with self._lock:
@@ -109,9 +100,6 @@ class KerasCalls:
                 with self._lock:
                     if key in self._open:
                         self._open[key] = True
-        with self._lock:
-            if self._open.get(key):
-                self._asked[asked] = key
         return key
 
     @staticmethod
@@ -125,7 +113,6 @@ class KerasCalls:
         with self._lock:
             if self._open.pop(key, None) is None:
                 return
-            self._asked = {asked: known for asked, known in self._asked.items() if known != key}
             last = not self._open
         _log.debug("kloader: the Keras %s call using this loader ended: %s", key[2].co_name, why)
         self.on_end(key)
