@@ -290,24 +290,30 @@ def fit_table(cases: list[dict[str, Any]], backends: tuple[str, ...]) -> list[st
     return lines
 
 
+def fit_epochs(cases: list[dict[str, Any]]) -> int:
+    """How many epochs the `fit` cases ran."""
+    return max(case["spec"]["epochs"] for case in cases)
+
+
 def later_epochs_label(cases: list[dict[str, Any]]) -> str:
     """What the table calls the epochs after the first: "epoch 2", or "epochs 2-N"."""
-    epochs = max(case["spec"]["epochs"] for case in cases)
+    epochs = fit_epochs(cases)
     return "epoch 2" if epochs <= 2 else f"epochs 2-{epochs}"
+
+
+def later_epochs(run: dict[str, Any]) -> list[float]:
+    """Seconds of a `fit` run's epochs after the first (all of them, if it ran one)."""
+    return run["epoch_s"][1:] or run["epoch_s"]
 
 
 def slowest_later_epochs(case: dict[str, Any]) -> list[float]:
     """Seconds of each repeat's slowest epoch after the first, for a fit case."""
-    return [max(run["epoch_s"][1:] or run["epoch_s"]) for run in case["runs"] if "error" not in run]
+    return [max(later_epochs(run)) for run in case["runs"] if "error" not in run]
 
 
 def steady_epochs(case: dict[str, Any]) -> list[float]:
     """Seconds of each repeat's epochs after the first (median), for a fit case."""
-    return [
-        statistics.median(sorted(run["epoch_s"][1:]) or run["epoch_s"])
-        for run in case["runs"]
-        if "error" not in run
-    ]
+    return [statistics.median(later_epochs(run)) for run in case["runs"] if "error" not in run]
 
 
 def fit_ratios(a: dict[str, Any], b: dict[str, Any], key: str | None = None) -> list[float]:
@@ -315,11 +321,7 @@ def fit_ratios(a: dict[str, Any], b: dict[str, Any], key: str | None = None) -> 
     pairs = [(x, y) for x, y in zip(a["runs"], b["runs"]) if "error" not in x and "error" not in y]
     if key is not None:
         return [x[key] / y[key] for x, y in pairs]
-    return [
-        statistics.median(sorted(x["epoch_s"][1:]) or x["epoch_s"])
-        / statistics.median(sorted(y["epoch_s"][1:]) or y["epoch_s"])
-        for x, y in pairs
-    ]
+    return [statistics.median(later_epochs(x)) / statistics.median(later_epochs(y)) for x, y in pairs]
 
 
 def target_row(what: str, measured: list[float], goal: float, higher: bool, digits: int = 2) -> str:
@@ -452,7 +454,7 @@ def main() -> None:
             "",
             "Images: Rescaling → Conv2D(8, 3, strides=4) → GlobalAveragePooling2D → Dense(4); "
             "arrays: Rescaling → Flatten → Dense(10). Seconds per epoch of one "
-            f"`fit(epochs={max(case['spec']['epochs'] for case in groups['fit'])})`: the median and "
+            f"`fit(epochs={fit_epochs(groups['fit'])})`: the median and "
             "the slowest of the epochs after the first, and the first epoch counted from before "
             "the loader is built (imports, worker start, tracing and compilation).",
             "",
