@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kloader._core.batches import BatchMaker
-from kloader._workers import shared_memory, torch_internals
+from kloader._workers import multiprocessing_internals, shared_memory
 from kloader._workers.plan import Key, Plan, Task
 from kloader._workers.processes import WorkerProcesses, check_picklable
 
@@ -79,7 +79,7 @@ def warm_fork_server(maker: BatchMaker) -> None:
     compiling a model), and the first workers fork from a warm server.
     Returns at once: the imports run in the server process.
     """
-    if _interpreter_exiting or torch_internals.importing_main_module():
+    if _interpreter_exiting or multiprocessing_internals.importing_main_module():
         return  # _start says why, if this process goes on to ask for a batch
     _set_fork_server_preload(maker)
     multiprocessing.forkserver.ensure_running()
@@ -277,7 +277,7 @@ class WorkerPool:
         # caller) and starts the processes in a thread.
         if _interpreter_exiting:
             raise RuntimeError("kloader does not start worker processes while the interpreter is exiting.")
-        if torch_internals.importing_main_module():
+        if multiprocessing_internals.importing_main_module():
             # This process is itself a 'spawn' worker importing the main module:
             # the script's training code runs at import time. Fail here, loudly,
             # rather than train in every worker.

@@ -32,7 +32,7 @@ import torch.utils.data
 
 from kloader._core.batches import BatchMaker
 from kloader._core.errors import WorkerError
-from kloader._workers import shared_memory, torch_internals
+from kloader._workers import multiprocessing_internals, shared_memory, torch_internals
 from kloader._workers.buffers import Returns, WorkerBuffers
 from kloader._workers.failures import Failure
 from kloader._workers.plan import Key, Task
@@ -239,7 +239,7 @@ class WorkerProcesses:
         self.notices: list[str] = []
         self._iterator: Any = None
         self._start_error: BaseException | None = None
-        context = torch_internals.context_for(start_method)
+        context = multiprocessing_internals.context_for(start_method)
         self._alive_writer: Any = None
         parent_alive = None
         if start_method != "fork":

@@ -1,18 +1,14 @@
-"""Every private of torch and of Python's multiprocessing that kloader relies on.
+"""Every private of torch that kloader relies on (and the ForkingPickler table torch registers with).
 
 Each use is pinned by tests/workers/test_torch_pins.py: after a torch or Python
 upgrade, a changed internal fails one named test there instead of a worker
 hanging somewhere else. Nothing outside this module touches these names.
+Python's own multiprocessing privates are in multiprocessing_internals.py,
+which imports no torch.
 """
 
 from __future__ import annotations
 
-import io
-import multiprocessing
-import multiprocessing.context
-import os
-from multiprocessing import forkserver, popen_forkserver, spawn, util
-from multiprocessing.context import set_spawning_popen
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -23,10 +19,6 @@ from torch.utils.data import _utils as torch_data_utils
 # torch re-raises a worker's exception with this phrase in its message
 # (torch/utils/data/_utils/worker.py, `ExceptionWrapper(where=...)`).
 WORKER_ERROR_PHRASE = "in DataLoader worker process"
-
-# The keys of multiprocessing's preparation data that make a child import the
-# parent's main module (multiprocessing/spawn.py, `prepare`).
-MAIN_MODULE_KEYS = ("init_main_from_path", "init_main_from_name")
 
 
 # torch's iterator raises a RuntimeError with this text when no result came within
@@ -87,58 +79,3 @@ def forking_reducers() -> dict[type, Any]:
 def new_shared_storage(nbytes: int) -> torch.UntypedStorage:
     """An uninitialised storage of `nbytes` allocated directly in shared memory."""
     return torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call,no-any-return]
-
-
-def importing_main_module() -> bool:
-    """True in a child process that is importing the parent's main module (spawn)."""
-    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
-
-
-class _ForkServerPopenWithoutMain(popen_forkserver.Popen):
-    """Launches a fork-server child without making it import the main module.
-
-    Python's own `_launch`, less the main module in the preparation data: the
-    child of a script would otherwise run the script again (as `__mp_main__`)
-    before it can unpickle anything. kloader sends what the workers need by
-    value (cloudpickle), so they never need the main module.
-    """
-
-    def _launch(self, process_obj: Any) -> None:
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        for key in MAIN_MODULE_KEYS:
-            prep_data.pop(key, None)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            multiprocessing.reduction.dump(prep_data, buf)
-            multiprocessing.reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
-        # Keep a duplicate of the data pipe's write end as a sentinel of the
-        # parent process used by the child process.
-        _parent_w = os.dup(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
-
-
-class _ForkServerProcessWithoutMain(multiprocessing.context.ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        return _ForkServerPopenWithoutMain(process_obj)
-
-
-class ForkServerContextWithoutMain(multiprocessing.context.ForkServerContext):
-    """The forkserver start method, with children that do not import the main module."""
-
-    Process = _ForkServerProcessWithoutMain
-
-
-def context_for(start_method: str) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context kloader's workers start under."""
-    if start_method == "forkserver":
-        return ForkServerContextWithoutMain()
-    return multiprocessing.get_context(start_method)

@@ -1,24 +1,17 @@
-"""Pins: the torch and multiprocessing internals kloader relies on, one test each.
+"""Pins: the torch internals kloader relies on, one test each.
 
 Every name kloader/_workers/torch_internals.py touches is checked here against
-the installed torch and Python. If one of these fails after an upgrade, fix
+the installed torch and Python (multiprocessing's own: test_multiprocessing_pins.py). If one of these fails after an upgrade, fix
 torch_internals.py before anything else: the symptom elsewhere would be a
 worker that hangs, or an error without its advice.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 import warnings
-from multiprocessing import popen_forkserver
-from pathlib import Path
 
 import psutil
 import pytest
@@ -27,8 +20,6 @@ import torch.utils.data
 from kloader._workers import torch_internals
 
 from utils import IdDataset
-
-TESTS = str(Path(__file__).parent.parent)
 
 
 def data_loader(
@@ -99,81 +90,6 @@ def test_new_shared_storage_is_shared_memory_of_the_size_asked() -> None:
     """UntypedStorage._new_shared(n) allocates n bytes in shared memory."""
     storage = torch_internals.new_shared_storage(1000)
     assert storage.is_shared() and storage.nbytes() == 1000
-
-
-def run(source: str, tmp_path: Path) -> str:
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def test_a_spawn_child_importing_the_main_module_is_inheriting(tmp_path: Path) -> None:
-    """multiprocessing sets current_process()._inheriting while a spawn child imports
-    the parent's main module (and only then)."""
-    output = run(
-        f"""
-        import multiprocessing, sys
-        sys.path.insert(0, {TESTS!r})
-        from kloader._workers import torch_internals
-
-        print(__name__, torch_internals.importing_main_module(), flush=True)
-
-        def child():
-            print("child", torch_internals.importing_main_module(), flush=True)
-
-        if __name__ == "__main__":
-            process = multiprocessing.get_context("spawn").Process(target=child)
-            process.start()
-            process.join()
-        """,
-        tmp_path,
-    )
-    assert output.split("\n")[:3] == ["__main__ False", "__mp_main__ True", "child False"], output
-
-
-def test_forkserver_launch_is_pythons_less_the_main_module() -> None:
-    """The copy of popen_forkserver.Popen._launch differs from Python's only by
-    dropping the main module from the preparation data."""
-    ours = inspect.getsource(torch_internals._ForkServerPopenWithoutMain._launch)
-    ours = re.sub(r"#[^\n]*", "", ours)
-    ours = ours.replace("for key in MAIN_MODULE_KEYS:", "").replace("prep_data.pop(key, None)", "")
-    ours = ours.replace("multiprocessing.reduction.dump", "reduction.dump").replace(": Any) -> None", ")")
-    pythons = re.sub(r"#[^\n]*", "", inspect.getsource(popen_forkserver.Popen._launch))
-    assert re.sub(r"[\s,]", "", ours).replace("'", '"') == re.sub(r"[\s,]", "", pythons).replace("'", '"')
-
-
-def test_forkserver_children_without_main_do_not_run_the_script(tmp_path: Path) -> None:
-    """With the stock forkserver context a child runs the script again (as __mp_main__);
-    with ForkServerContextWithoutMain it does not."""
-    output = run(
-        f"""
-        import multiprocessing, os, sys
-        sys.path.insert(0, {TESTS!r})
-        from kloader._workers import torch_internals
-
-        print("script run by", __name__, flush=True)
-
-        if __name__ == "__main__":
-            for context in (multiprocessing.get_context("forkserver"),
-                            torch_internals.ForkServerContextWithoutMain()):
-                process = context.Process(target=os.getpid)
-                process.start()
-                process.join()
-                print("child done", process.exitcode, flush=True)
-        """,
-        tmp_path,
-    )
-    assert output.split("\n")[:5] == [
-        "script run by __main__",
-        "script run by __mp_main__",
-        "child done 0",
-        "child done 0",
-        "",
-    ], output
 
 
 def test_torch_registers_its_tensor_reductions_with_forking_pickler() -> None:
