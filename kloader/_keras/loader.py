@@ -213,11 +213,15 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             self._cursor, calls.KerasCalls(on_last_end=_weak_method(self.close, when_gone="ignore"))
         )
         if self._uses_workers and self.start_method == "forkserver":
-            # The fork server's imports (a second or more) overlap with the
-            # model's building and compiling instead of delaying the workers.
-            from kloader._workers import pool
+            # The fork server's imports (a second or more) run while this process
+            # imports torch (next) and builds and compiles the model, instead of
+            # delaying the workers.
+            from kloader._workers import fork_server
 
-            pool.warm_fork_server(self._maker)
+            fork_server.warm(self._maker)
+        if self._uses_workers:
+            # torch, here rather than at the first batch, which should come at once.
+            from kloader._workers import pool  # noqa: F401
 
     # ----------------------------------------------------------------- order
 

@@ -16,15 +16,13 @@ before, and that the main process has made since, they skip.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
-import multiprocessing.forkserver
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from kloader._core.batches import BatchMaker
-from kloader._workers import multiprocessing_internals, shared_memory
+from kloader._workers import fork_server, multiprocessing_internals, shared_memory
 from kloader._workers.plan import Key, Plan, Task
 from kloader._workers.processes import WorkerProcesses, check_picklable
 
@@ -32,7 +30,6 @@ __all__ = [
     "Task",
     "WorkerPool",
     "check_picklable",
-    "warm_fork_server",
 ]
 
 # Set at exit: a framework thread (tf.data's, say) still pulling batches while
@@ -68,33 +65,6 @@ class _Sampler:
             task = pool._next_task_to_send()
             del pool  # hold no reference while suspended
             yield task
-
-
-def warm_fork_server(maker: BatchMaker) -> None:
-    """Starts the fork server now, if it is not running, without waiting for it.
-
-    A fresh fork server imports torch, kloader and the modules `maker` needs
-    before it forks a worker: a second or more of CPU. Started when a loader
-    is made, that overlaps with whatever the script does next (building and
-    compiling a model), and the first workers fork from a warm server.
-    Returns at once: the imports run in the server process.
-    """
-    if _interpreter_exiting or multiprocessing_internals.importing_main_module():
-        return  # _start says why, if this process goes on to ask for a batch
-    _set_fork_server_preload(maker)
-    multiprocessing.forkserver.ensure_running()
-
-
-def _set_fork_server_preload(maker: BatchMaker) -> None:
-    # Workers fork from a server that has already imported torch, kloader and
-    # the modules defining the source and transform, so starting them costs
-    # milliseconds, not seconds. The last module freezes what the server
-    # imported, so that the workers share those pages instead of copying them.
-    # (This only takes effect when the server starts, for the first pool.) The
-    # main module is never imported: what it defines reaches the workers by value.
-    multiprocessing.set_forkserver_preload(
-        ["kloader._workers.pool", *maker.modules(), "kloader._workers.freeze_fork_server"]
-    )
 
 
 class WorkerPool:
@@ -291,7 +261,7 @@ class WorkerPool:
         if self._worker_maker is None:
             self._worker_maker = shared_memory.for_workers(self._maker)
         if self.start_method == "forkserver":
-            _set_fork_server_preload(self._maker)
+            fork_server.set_preload(self._maker)
         self._workers_deliver = False
         self._processes = WorkerProcesses(
             self._worker_maker,

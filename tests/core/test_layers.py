@@ -83,6 +83,22 @@ def test_importing_a_layer_loads_only_the_frameworks_it_may_use(layer: str) -> N
     assert loaded <= allowed, f"importing {layer} loads {sorted(loaded - allowed)}"
 
 
+# What a loader with workers imports before torch: it starts its fork server
+# first, so that the server's import of torch overlaps with this process's.
+BEFORE_TORCH = [
+    "kloader._workers",
+    "kloader._workers.options",
+    "kloader._workers.plan",
+    "kloader._workers.fork_server",
+    "kloader._workers.multiprocessing_internals",
+]
+
+
+def test_what_a_loader_imports_before_starting_its_fork_server_loads_no_torch() -> None:
+    loaded = loaded_after_importing(BEFORE_TORCH) & set(FRAMEWORKS)
+    assert "torch" not in loaded, f"importing {BEFORE_TORCH} loads {sorted(loaded)}"
+
+
 def imports_in(module: str) -> list[tuple[str, int]]:
     """Every module `module` imports anywhere in its source, with the line."""
     path = PACKAGE.joinpath(*module.split(".")[1:])

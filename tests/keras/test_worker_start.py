@@ -1,10 +1,11 @@
 """When worker processes start: the fork server when a loader is made, the workers on its first batch.
 
 A fresh fork server imports torch and kloader before it forks a worker (a
-second or more of CPU). A loader with workers starts it when it is made, so
-that those imports overlap with building and compiling the model; the workers
-themselves start only when a batch is asked for. Each case runs in a fresh
-interpreter, where no fork server runs yet.
+second or more of CPU). A loader with workers starts it when it is made, before
+this process imports torch itself, so that those imports overlap with this
+process's own import of torch and with building and compiling the model; the
+workers themselves start only when a batch is asked for. Each case runs in a
+fresh interpreter, where no fork server runs yet.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import pytest
 
 PROGRAM = textwrap.dedent(
     """
-    import json, sys, time
+    import importlib.abc, json, sys, time
     import numpy as np
     import psutil
     import kloader
@@ -30,6 +32,16 @@ PROGRAM = textwrap.dedent(
             names.append("fork server" if "forkserver" in line else "tracker" if "resource_tracker" in line else line)
         return sorted(names)
 
+    at_torch_import = []  # the processes there when this process first imports torch
+
+    class WatchTorchImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "torch" and not at_torch_import:
+                at_torch_import.append(processes())
+            return None
+
+    sys.meta_path.insert(0, WatchTorchImport())
+
     class Rows:
         def __len__(self):
             return 32
@@ -38,6 +50,8 @@ PROGRAM = textwrap.dedent(
             return np.full(2, index, dtype=np.float32)
 
     case = sys.argv[1]
+    kloader.Loader  # imports Keras, which on the torch backend imports torch
+    torch_before_loader = "torch" in sys.modules
     x = np.arange(64, dtype=np.float32).reshape(32, 2)
     if case == "map source, 2 workers":
         loader = kloader.Loader(Rows(), batch_size=4, num_workers=2)
@@ -51,7 +65,11 @@ PROGRAM = textwrap.dedent(
     batches = [b.tobytes() for b in loader]
     pids = loader.worker_pids
     loader.close()
-    print(json.dumps({"made": made, "workers": len(pids), "batches": len(batches)}))
+    print(json.dumps({
+        "made": made, "workers": len(pids), "batches": len(batches),
+        "torch_before_loader": torch_before_loader,
+        "at_torch_import": at_torch_import[0] if at_torch_import else None,
+    }))
     """
 )
 
@@ -71,6 +89,20 @@ def test_a_loader_with_workers_starts_the_fork_server_when_made_and_its_workers_
     assert "fork server" in outcome["made"], outcome  # before any batch was asked for
     assert len(outcome["made"]) <= 2, outcome  # the server (and Python's resource tracker): no worker yet
     assert outcome["workers"] == 2 and outcome["batches"] == 8
+
+
+@pytest.mark.slow
+def test_the_fork_server_starts_before_this_process_imports_torch() -> None:
+    """The server imports torch while this process does: when this process first
+    imports torch, the server already runs. On the torch backend Keras has
+    imported torch before any loader exists, and there is nothing to overlap."""
+    outcome = run("map source, 2 workers")
+    if keras.config.backend() == "torch":
+        assert outcome["torch_before_loader"], outcome
+        assert outcome["at_torch_import"] == [], outcome  # imported by Keras, before the loader
+    else:
+        assert not outcome["torch_before_loader"], outcome
+        assert "fork server" in outcome["at_torch_import"], outcome
 
 
 @pytest.mark.slow
