@@ -75,9 +75,9 @@ def kloader_images(spec: dict[str, Any]) -> Any:
     from kloader import augment
 
     kloader.Loader, kloader.ImageFolder  # noqa: B018  (imports Keras here, not in build())
-    # A loader with workers imports torch when it is made: like the other cases'
-    # framework imports, that is the library's import, paid before build().
-    import kloader._workers.pool
+    # torch is not imported here: a loader with workers starts its fork server and
+    # then imports torch when it is made, the two imports side by side, and build()
+    # includes them, as a script that makes a loader pays them there.
 
     def build() -> Any:
         folder = kloader.ImageFolder(
