@@ -76,8 +76,9 @@ def kloader_images(spec: dict[str, Any]) -> Any:
 
     kloader.Loader, kloader.ImageFolder  # noqa: B018  (imports Keras here, not in build())
     # torch is not imported here: a loader with workers starts its fork server and
-    # then imports torch when it is made, the two imports side by side, and build()
-    # includes them, as a script that makes a loader pays them there.
+    # then imports torch when it is made, the two imports side by side, as in a
+    # script. (The image-folder cases run on Keras's torch backend, where Keras has
+    # imported torch already; `fit` on TensorFlow and JAX counts the import.)
 
     def build() -> Any:
         folder = kloader.ImageFolder(

@@ -432,9 +432,8 @@ def main() -> None:
             f"## Image folder: {images} JPEGs 500x375 → 160x160, random flip, batch 64",
             "",
             "images/s: over full epochs after the first. First epoch incl. start: images of the first "
-            "epoch divided by the time from building the loader (workers start there; for kloader "
-            "this includes its own import of torch, which a loader with workers does when it is "
-            "made) to its last batch. First batch: seconds from the built loader to its first batch; longest wait: the "
+            "epoch divided by the time from building the loader (workers start there) to its last "
+            "batch. First batch: seconds from the built loader to its first batch; longest wait: the "
             "longest of those waits for a batch in the first epoch. Every case is the first loader of "
             "a fresh process.",
             "",
