@@ -8,12 +8,21 @@ gathers. Whether the cursor moves when a pass ends is decided by the rules in
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from kloader._core.cursor import Cursor, Position
 
 Hook = Callable[["Pass"], object]
+
+_this_thread = threading.local()
+
+
+def making() -> Pass | None:
+    """The pass whose batch this thread is making now (inside `next()` on it), or None."""
+    making: Pass | None = getattr(_this_thread, "making", None)
+    return making
 
 
 def _ignore(_: Pass) -> None:
@@ -69,10 +78,15 @@ class Pass:
         self.handed_out = 0  # positions handed out so far
         self.completed = False
         self.discarded = False
+        self.closed = False
 
     @property
     def handed_out_all(self) -> bool:
         return self.started and self.remaining == 0
+
+    def is_open(self) -> bool:
+        """False once `close()` was called: the pass hands out nothing more."""
+        return not self.closed
 
     def __iter__(self) -> Pass:
         return self
@@ -83,6 +97,7 @@ class Pass:
         if self.remaining == 0:
             self._when_exhausted(self)
             raise StopIteration
+        outer, _this_thread.making = making(), self
         try:
             made = self._make(*self.position)
         except BaseException as error:
@@ -98,6 +113,8 @@ class Pass:
                     "ended the epoch early without an error. This is a bug in kloader: please report it."
                 ) from error
             raise
+        finally:
+            _this_thread.making = outer
         self.last = self.position
         self.remaining -= 1
         self.handed_out += 1
@@ -114,11 +131,13 @@ class Pass:
         self.started = True
 
     def close(self) -> None:
-        """Hands out nothing more; never completes."""
+        """Hands out nothing more; never completes. A batch being made meanwhile, on
+        another thread, starts no worker process (see `making`)."""
         if not self.started:
             self._begin()
         self.remaining = 0
         self.discarded = True
+        self.closed = True
 
     def complete(self) -> bool:
         """The pass finished its epoch: the cursor moves past its last position, unless the

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from kloader._core import checkpoint, checks, epochs, order, seeding
+from kloader._core import checkpoint, checks, epochs, order, passes, seeding
 from kloader._core.batches import BatchMaker, Transform
 from kloader._core.cursor import Cursor
 from kloader._core.sources import ArraySource, MapSource, as_source
@@ -317,7 +317,10 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         task = self._task(epoch, batch)
         if not self._uses_workers:
             return self._maker.make(task.seed, task.epoch, task.indices)
-        return self._worker_pool().get(task)
+        asking = passes.making()
+        if asking is None:
+            return self._worker_pool().get(task)
+        return self._worker_pool().get(task, still_wanted=asking.is_open)
 
     @property
     def _uses_workers(self) -> bool:

@@ -39,6 +39,10 @@ _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _NOT_MADE: Any = object()
 
 
+def _always() -> bool:
+    return True
+
+
 @atexit.register
 def _stop_everything_at_exit() -> None:
     # A thread still starting workers when the interpreter tears down aborts the
@@ -125,13 +129,20 @@ class WorkerPool:
         with self._lock:  # and for a close in progress to finish
             return self._processes.pids if self._processes is not None else []
 
-    def get(self, task: Task) -> Any:
+    def get(self, task: Task, still_wanted: Callable[[], bool] = _always) -> Any:
         """The batch for `task`, as NumPy arrays; starts the workers if needed.
 
         Any failure stops all workers before it is raised. A worker that died
         is reported as a WorkerError naming it, whatever symptom showed first.
+
+        `still_wanted()` says whether the asker still wants batches (a pass: that
+        it is not closed). It is asked under the lock that `close` takes, before
+        any start: once it says no, no worker starts for `task`, and the batch is
+        made in this process. So a framework thread that asked for a batch just
+        as its Keras call ended (which closes the call's passes, then stops the
+        workers) does not start the workers again after the call.
         """
-        made_here = self._make_while_starting(task)
+        made_here = self._make_while_starting(task, still_wanted)
         if made_here is not _NOT_MADE:
             return made_here
         while True:
@@ -144,32 +155,38 @@ class WorkerPool:
                 if self._processes is not None and self._processes.up:
                     return self._get_from_workers(task)
                 if self._processes is None:  # closed by another thread meanwhile
+                    if not still_wanted():
+                        break
                     self._start()
                     self._workers_deliver = True
                     self._plan.continue_from(task)
+        return self._maker.make(task.seed, task.epoch, task.indices)
 
-    def _make_while_starting(self, task: Task) -> Any:
-        """The batch made in this process while no worker is up yet, else _NOT_MADE.
+    def _make_while_starting(self, task: Task, still_wanted: Callable[[], bool]) -> Any:
+        """The batch made in this process while no worker is up yet (or none may
+        start), else _NOT_MADE.
 
         On the call that finds a worker up, the workers are handed the tasks
         after this one first, and this one is still made here meanwhile.
         """
         with self._lock:
-            if self._processes is None:
+            if self._processes is None and still_wanted():
                 self._start()
             processes = self._processes
-            assert processes is not None
-            if self._workers_deliver:
-                return _NOT_MADE
-            taking_over = processes.some_worker_started()
-            was_coming = self._plan.is_coming(task.key)
-            if taking_over:
-                self._workers_deliver = True
-                if was_coming:
+            if processes is not None:
+                if self._workers_deliver:
                     return _NOT_MADE
-            self._plan.continue_after(task)
-            if was_coming:
-                processes.send(skip=[task.key])
+                taking_over = processes.some_worker_started()
+                was_coming = self._plan.is_coming(task.key)
+                if taking_over:
+                    self._workers_deliver = True
+                    if was_coming:
+                        return _NOT_MADE
+                self._plan.continue_after(task)
+                if was_coming:
+                    processes.send(skip=[task.key])
+        if processes is None:  # closed, and the asker no longer wants batches: start nothing
+            return self._maker.make(task.seed, task.epoch, task.indices)
         if taking_over and not self._hand_over(processes):
             return _NOT_MADE
         try:
@@ -179,6 +196,8 @@ class WorkerPool:
             # the worker's traceback) wherever it happened.
             self.close()
             with self._lock:
+                if not still_wanted():
+                    raise
                 self._start()
                 self._workers_deliver = True
                 self._plan.continue_from(task)

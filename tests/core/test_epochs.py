@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kloader._core import passes
 from kloader._core.cursor import Cursor, Position
 from kloader._core.epochs import IteratorPasses, loose_pass, manual_pass
 from kloader._core.passes import Pass
@@ -221,3 +222,32 @@ def test_a_closed_iterator_hands_out_nothing_more() -> None:
     assert list(started) == [] and list(waiting) == [] and list(passes.new_pass(Position)) == []
     passes.epoch_ended()
     assert cursor.position == (0, 0)
+
+
+def test_making_names_the_pass_whose_batch_this_thread_is_making() -> None:
+    """While a pass makes a batch, `passes.making()` on that thread is the pass (the
+    loader asks the worker pool on its behalf); outside, and once it fails, None."""
+    seen: list[object] = []
+
+    def make(epoch: int, batch: int) -> Position:
+        seen.append(passes.making())
+        if batch == 1:
+            raise ValueError("broken sample")
+        return Position(epoch, batch)
+
+    handing_out = Pass(Cursor(batches_per_epoch=3), make=make)
+    assert next(handing_out) == (0, 0)
+    with pytest.raises(ValueError):
+        next(handing_out)
+    assert seen == [handing_out, handing_out]
+    assert passes.making() is None
+
+
+def test_a_closed_pass_is_no_longer_open() -> None:
+    handing_out = Pass(Cursor(batches_per_epoch=3))
+    assert handing_out.is_open()
+    next(handing_out)
+    handing_out.close()
+    assert not handing_out.is_open()
+    with pytest.raises(StopIteration):
+        next(handing_out)

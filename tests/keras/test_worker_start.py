@@ -4,8 +4,9 @@ A fresh fork server imports torch and kloader before it forks a worker (a
 second or more of CPU). A loader with workers starts it when it is made, before
 this process imports torch itself, so that those imports overlap with this
 process's own import of torch and with building and compiling the model; the
-workers themselves start only when a batch is asked for. Each case runs in a
-fresh interpreter, where no fork server runs yet.
+workers themselves start only when a batch is asked for, and never again for a
+pass closed meanwhile. The cases run by `run` use a fresh interpreter, where no
+fork server runs yet.
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+from typing import Any
 
 import keras
+import numpy as np
 import pytest
+
+import kloader
+
+from utils import IdDataset
 
 PROGRAM = textwrap.dedent(
     """
@@ -111,3 +119,44 @@ def test_loaders_that_fork_no_worker_from_the_server_start_no_process_when_made(
     outcome = run(case)
     assert outcome["made"] == [], outcome
     assert outcome["batches"] == 8
+
+
+class _HeldLoader(kloader.Loader):
+    """Holds the next batch asked for between the pass's check and the worker start,
+    where a framework's read-ahead thread can be when its Keras call ends."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.hold_next = False
+        self.held = threading.Event()
+        self.go_on = threading.Event()
+
+    def _task(self, epoch: int, batch: int) -> Any:
+        if self.hold_next:
+            self.hold_next = False
+            self.held.set()
+            self.go_on.wait(60)
+        return super()._task(epoch, batch)
+
+
+def test_a_batch_asked_for_as_its_pass_closes_starts_no_worker_again() -> None:
+    """The end of a Keras call closes the call's passes, then stops the workers. A
+    thread that was already asking one of those passes for a batch (tf.data's
+    prefetch, say) gets it made in this process; no worker starts again after the
+    call, where before the workers restarted and stayed up, idle."""
+    loader = _HeldLoader(IdDataset(16), batch_size=4, seed=3, num_workers=2)
+    passing = iter(loader)
+    loader.hold_next = True
+    got: list[Any] = []
+    asking = threading.Thread(target=lambda: got.append(next(passing)))
+    asking.start()
+    assert loader.held.wait(60)
+    passing.close()  # what the call's end does first (KerasFeed._call_ended) ...
+    loader.close()  # ... and then, after the last call (KerasCalls' on_last_end)
+    loader.go_on.set()
+    asking.join(60)
+    assert got, "the asking thread got no batch"
+    assert loader.worker_pids == []
+    expected = loader.batch(0, epoch=0)
+    np.testing.assert_array_equal(got[0][0], expected[0])
+    np.testing.assert_array_equal(got[0][1], expected[1])
