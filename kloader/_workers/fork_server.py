@@ -23,14 +23,21 @@ from kloader._workers import multiprocessing_internals
 _WORKER_MODULE = "kloader._workers.pool"
 _FREEZE_MODULE = "kloader._workers.freeze_fork_server"
 
+# Set at exit: a loader made then starts no server, and a framework thread
+# (tf.data's, say) still pulling batches while Python shuts down must not start
+# a fresh set of workers (pool.py stops every pool at exit and checks this).
 _interpreter_exiting = False
 
 
 @atexit.register
-def _note_exit() -> None:
-    # A loader made while the interpreter exits starts no server.
+def note_interpreter_exit() -> None:
+    """From now on no fork server and no worker process starts."""
     global _interpreter_exiting
     _interpreter_exiting = True
+
+
+def interpreter_exiting() -> bool:
+    return _interpreter_exiting
 
 
 def set_preload(maker: BatchMaker) -> None:
@@ -52,7 +59,7 @@ def warm(maker: BatchMaker) -> None:
     the interpreter exits, or in a 'spawn' child importing the main module (the
     pool says why if that child goes on to ask for a batch).
     """
-    if _interpreter_exiting or multiprocessing_internals.importing_main_module():
+    if interpreter_exiting() or multiprocessing_internals.importing_main_module():
         return
     set_preload(maker)
     multiprocessing.forkserver.ensure_running()

@@ -32,9 +32,6 @@ __all__ = [
     "check_picklable",
 ]
 
-# Set at exit: a framework thread (tf.data's, say) still pulling batches while
-# Python shuts down must not start a fresh set of workers.
-_interpreter_exiting = False
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _NOT_MADE: Any = object()
 
@@ -46,9 +43,9 @@ def _always() -> bool:
 @atexit.register
 def _stop_everything_at_exit() -> None:
     # A thread still starting workers when the interpreter tears down aborts the
-    # process (C++ std::terminate inside torch): stop every pool first.
-    global _interpreter_exiting
-    _interpreter_exiting = True
+    # process (C++ std::terminate inside torch): stop every pool first, and
+    # start none after (this handler runs before fork_server's own).
+    fork_server.note_interpreter_exit()
     for pool in list(_pools):
         pool.close()
 
@@ -264,7 +261,7 @@ class WorkerPool:
     def _start(self) -> None:
         # Under self._lock: builds the DataLoader here (errors surface in the
         # caller) and starts the processes in a thread.
-        if _interpreter_exiting:
+        if fork_server.interpreter_exiting():
             raise RuntimeError("kloader does not start worker processes while the interpreter is exiting.")
         if multiprocessing_internals.importing_main_module():
             # This process is itself a 'spawn' worker importing the main module:
