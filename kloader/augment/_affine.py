@@ -180,7 +180,8 @@ def warp(
     rows *= width + 1 if fill_mode == "constant" else width
     work = np.dtype(np.float64 if image.dtype == np.float64 else np.float32)
     values = scratch.values(channels, image.dtype, work)
-    out = np.empty_like(image)
+    # C order whatever the input's layout, so that flat_out is a view of out.
+    out = np.empty(image.shape, image.dtype)
     flat_out = out.reshape(-1, channels)
     step = max(1, _CHUNK // width)
     for first in range(0, height, step):

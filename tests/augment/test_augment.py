@@ -274,6 +274,49 @@ def test_same_rng_same_output_other_rng_other_output(name: str) -> None:
         assert any(not np.array_equal(other, first) for other in others)
 
 
+def same_values_other_layouts(picture: np.ndarray) -> dict[str, np.ndarray]:
+    """`picture`'s values held in other memory layouts: what loadmat (Fortran order),
+    np.rot90 or a transpose in an earlier transform hand a transform."""
+    return {
+        "fortran order": np.asfortranarray(picture),
+        "rows and columns swapped in memory": np.ascontiguousarray(picture.transpose(1, 0, 2)).transpose(
+            1, 0, 2
+        ),
+        "channels first in memory": np.ascontiguousarray(picture.transpose(2, 0, 1)).transpose(1, 2, 0),
+        "every other column of a wider image": np.repeat(picture, 2, axis=1)[:, ::2],
+        "read-only": np.frombuffer(picture.tobytes(), picture.dtype).reshape(picture.shape),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_the_output_does_not_depend_on_the_images_memory_layout(name: str) -> None:
+    """The same pixel values in any memory layout give the same output (the affine warp
+    once wrote into a copy and returned uninitialised memory for a Fortran-order image)."""
+    transform = TRANSFORMS[name]
+    picture = image(16, 14)
+    expected = transform(picture, rng(5))
+    for layout, held in same_values_other_layouts(picture).items():
+        np.testing.assert_array_equal(held, picture)
+        np.testing.assert_array_equal(transform(held, rng(5)), expected, err_msg=layout)
+
+
+def test_a_loader_over_a_fortran_order_array_gives_the_batches_of_its_c_order_copy() -> None:
+    # SVHN from its .mat file: Fortran-order (32, 32, 3, N), transposed to (N, 32, 32, 3).
+    stored = np.asfortranarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3, 20), dtype=np.uint8))
+    x = stored.transpose(3, 0, 1, 2)
+    transform = augment.RandomRotation(10)
+
+    def epoch(images: np.ndarray, num_workers: int) -> list[Any]:
+        with kloader.Loader(
+            images, batch_size=8, seed=1, transform=transform, num_workers=num_workers
+        ) as loader:
+            return batches_with_workers_up(loader, 1) if num_workers else list(loader)
+
+    expected = epoch(np.ascontiguousarray(x), 0)
+    assert_batches_equal(epoch(x, 0), expected)
+    assert_batches_equal(epoch(x, 2), expected)
+
+
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_each_transform_draws_the_same_amount_whatever_its_options(name: str) -> None:
     """A transform advances rng by the same number of draws whatever its ranges, so
