@@ -32,7 +32,7 @@ import torch.utils.data
 
 from kloader._core.batches import BatchMaker
 from kloader._core.errors import WorkerError
-from kloader._workers import multiprocessing_internals, shared_memory, torch_internals
+from kloader._workers import multiprocessing_internals, process_settings, shared_memory, torch_internals
 from kloader._workers.buffers import Returns, WorkerBuffers
 from kloader._workers.failures import Failure
 from kloader._workers.plan import Key, Task
@@ -104,18 +104,31 @@ class _WorkerDataset:
     `holding` is shared memory in which worker w keeps, at [3w, 3w + 3), the
     epoch and batch it is making and since when (0: idle), for the main
     process's stall check.
+
+    `settings` are the main process's module-level settings that decide what a
+    worker makes (`process_settings`), taken when the workers start and set in
+    each worker before its first task.
     """
 
-    def __init__(self, maker: BatchMaker, parent_alive: Any, returns: list[Any], started: Any, holding: Any):
+    def __init__(
+        self,
+        maker: BatchMaker,
+        parent_alive: Any,
+        returns: list[Any],
+        started: Any,
+        holding: Any,
+        settings: dict[tuple[str, str], Any],
+    ):
         self.maker = maker
         self.parent_alive = parent_alive
         self.returns = returns
         self.started = started
         self.holding = holding
+        self.settings = settings
         self._buffers: WorkerBuffers | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        state = (self.parent_alive, self.returns, self.started, self.holding)
+        state = (self.parent_alive, self.returns, self.started, self.holding, self.settings)
         return _WorkerDataset, (_ByValue(self.maker), *state)
 
     def __getitem__(self, task: Task) -> tuple[Key, Any, list[str]]:
@@ -145,9 +158,11 @@ class _WorkerDataset:
 
 
 def _worker_started(worker_id: int) -> None:
-    """worker_init_fn: exit as soon as the main process is gone; say this worker is up."""
+    """worker_init_fn: take the main process's settings; exit as soon as the main process
+    is gone; say this worker is up."""
     info = torch.utils.data.get_worker_info()
     dataset = info.dataset if info is not None else None
+    process_settings.apply(getattr(dataset, "settings", {}))
     parent_alive = getattr(dataset, "parent_alive", None)
     if parent_alive is not None:
         threading.Thread(target=_exit_on_end_of_file, args=(parent_alive,), daemon=True).start()
@@ -256,7 +271,14 @@ class WorkerProcesses:
         worker_ends = [*return_readers, started_writer, *([parent_alive] if parent_alive is not None else [])]
         try:
             data_loader = torch_internals.QuietDataLoader(
-                _WorkerDataset(maker, parent_alive, list(return_readers), started_writer, self._holding),  # type: ignore[arg-type]
+                _WorkerDataset(  # type: ignore[arg-type]
+                    maker,
+                    parent_alive,
+                    list(return_readers),
+                    started_writer,
+                    self._holding,
+                    process_settings.snapshot(),
+                ),
                 batch_size=None,
                 sampler=_Recording(tasks, self._sent),
                 # Waits for a result at most this long at a time, then checks for stalls.

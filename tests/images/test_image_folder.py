@@ -7,6 +7,7 @@ import pickle
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -319,6 +320,48 @@ def test_skip_is_decided_once_and_the_same_for_any_worker_count(tmp_path: Path) 
         second = kloader.ImageFolder(tmp_path, image_size=8, on_error="skip")
     assert first.skipped == second.skipped and first.filenames == second.filenames
     batches_with_0_and_2_workers(first, seed=5)
+
+
+@pytest.fixture
+def pillow_settings() -> Any:
+    """Restores Pillow's module-level settings that a test changes."""
+    from PIL import Image, ImageFile
+
+    saved = (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS)
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = saved
+
+
+def test_workers_load_truncated_images_when_this_process_says_so(
+    tmp_path: Path, pillow_settings: Any
+) -> None:
+    """PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True, set in a script or notebook, holds in the
+    worker processes too: the same batches for any worker count (a forkserver worker
+    started with Pillow's default and failed on the file that this process loads)."""
+    from PIL import ImageFile
+
+    images.make_folder(tmp_path, {"a": 3, "b": 3}, ext="jpg")
+    images.write_truncated_jpeg(tmp_path / "a" / "truncated.jpg")
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    folder = kloader.ImageFolder(tmp_path, image_size=8, on_error="skip")
+    assert folder.skipped == [] and len(folder) == 7
+    batches_with_0_and_2_workers(folder, seed=3)
+
+
+def test_workers_keep_pillows_pixel_limit_of_this_process(tmp_path: Path, pillow_settings: Any) -> None:
+    """A lowered PIL.Image.MAX_IMAGE_PIXELS refuses the same file in a worker as here."""
+    from PIL import Image
+
+    images.make_folder(tmp_path, {"a": 2, "b": 2}, size=(60, 50))
+    Image.MAX_IMAGE_PIXELS = 1000  # 60 x 50 = 3000 pixels, over twice the limit: an error
+    folder = kloader.ImageFolder(tmp_path, image_size=8, max_pixels=None)
+    loader = kloader.Loader(folder, batch_size=2, seed=0, num_workers=2)
+    try:
+        with pytest.raises(kloader.SampleError, match=r"MAX_IMAGE_PIXELS") as caught:
+            batches_with_workers_up(loader, 1)
+        assert "worker" in str(caught.value)  # made by a worker, not in this process
+    finally:
+        loader.close()
 
 
 def test_skip_then_split_keeps_the_split_of_every_file(tmp_path: Path) -> None:
