@@ -249,6 +249,10 @@ def _decode_opened(opened: Image.Image, spec: DecodeSpec) -> np.ndarray:
     if spec.fast_decode and opened.format in ("JPEG", "MPO"):
         scale = _draft(opened, spec, geometry)
     opened.load()
+    if orientation != 1 and _orientation(opened) == 1:
+        # Pillow turned it upright as it loaded it (its TIFF plugin does, and drops the tag).
+        orientation = 1
+        geometry = _geometry(opened.size, orientation, spec)
     image = _to_color_mode(opened, spec.color_mode)
     pixels = _orient(_resize(image, spec, geometry, scale), orientation)
     return _to_array(_on_canvas(pixels, geometry, spec), spec)

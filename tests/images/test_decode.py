@@ -137,6 +137,29 @@ def test_exif_orientation_is_applied(
         assert near(array[5, 30], top) and near(array[55, 30], bottom)
 
 
+@pytest.mark.parametrize("fit", [{}, {"crop_to_aspect_ratio": True}, {"pad_to_aspect_ratio": True}])
+@pytest.mark.parametrize("extension", ["png", "tiff", "webp"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_format_is_shown_upright_once(
+    tmp_path: Path, orientation: int, extension: str, fit: dict
+) -> None:
+    """A lossless file with an orientation tag decodes to its upright copy saved without one,
+    within 1 level (the resize runs on the stored rows and columns, so its two passes round
+    in the other order). Pillow transposes a TIFF itself when it loads it: kloader once turned
+    it a second time, and sized the crop and pad windows from the stored, unturned size."""
+    stored = Image.fromarray(images.pattern(50, 30))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    save = {"lossless": True} if extension == "webp" else {}
+    tagged = images.write(tmp_path / f"tagged.{extension}", stored, exif=exif, **save)
+    stored.info["exif"] = exif.tobytes()
+    upright = images.write(tmp_path / "upright.png", ImageOps.exif_transpose(stored))
+    for options in ({"interpolation": "bilinear"}, {"interpolation": "lanczos3"}):
+        got = decode(tagged, (20, 36), dtype="uint8", **options, **fit).astype(int)
+        expected = decode(upright, (20, 36), dtype="uint8", **options, **fit).astype(int)
+        assert np.abs(got - expected).max() <= 1, (options, np.abs(got - expected).max())
+
+
 def test_exif_orientation_with_draft_decoding(tmp_path: Path) -> None:
     """A large rotated JPEG, decoded at reduced scale, is still rotated and matches a full decode."""
     path = images.write_exif_rotated(tmp_path / "big.jpg", 6, size=(800, 400))
