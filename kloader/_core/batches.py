@@ -69,9 +69,20 @@ def reference_of(sample: Any) -> Reference:
     return Reference(structure, [_as_array(leaf, 0, path).dtype for leaf, path in zip(leaves, paths)])
 
 
+def _always_exact(source: np.dtype, target: np.dtype) -> bool:
+    """Whether every value of `source` is exactly a value of `target`: numpy's 'safe' casts,
+    less those from integers wider than the float's mantissa (int64 -> float64 rounds 2**53 + 1)."""
+    if not np.can_cast(source, target, casting="safe"):
+        return False
+    if source.kind in "iu" and target.kind in "fc":
+        bits = 8 * source.itemsize - (source.kind == "i")
+        return bits <= int(np.finfo(target).nmant) + 1
+    return True
+
+
 def _store_exactly(view: np.ndarray, array: np.ndarray, index: int, path: str) -> None:
     """Writes `array` into `view` when every value survives the cast, else says which does not."""
-    if array.dtype == view.dtype or np.can_cast(array.dtype, view.dtype, casting="safe"):
+    if array.dtype == view.dtype or _always_exact(array.dtype, view.dtype):
         np.copyto(view, array, casting="unsafe")
         return
     problem = f"has dtype {array.dtype} at {path}, but the batch dtype is {view.dtype}"
@@ -83,9 +94,15 @@ def _store_exactly(view: np.ndarray, array: np.ndarray, index: int, path: str) -
     )
     if array.dtype.kind not in "biufc" or view.dtype.kind not in "biufc":
         raise SampleError(f"Sample {index} {problem}, which cannot hold it. {fix}")
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # The imaginary part a cast to real drops is caught below, not warned.
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
         cast = array.astype(view.dtype)
         exact = cast.astype(array.dtype) == array
+        if array.dtype.kind in "iu" and view.dtype.kind in "iu":
+            # The round trip misses a wrap between int32 and uint32 (3e9 -> -1294967296 -> 3e9),
+            # which flips the sign; comparisons with 0 are exact for every integer type.
+            exact &= (cast < 0) == (array < 0)
         if array.dtype.kind in "fc":
             exact |= np.isnan(array) & np.isnan(cast)
     if not np.all(exact):

@@ -12,6 +12,7 @@ import copy
 import os
 import pickle
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -121,6 +122,55 @@ def test_float64_sample_after_float16_sample_is_refused_when_it_overflows() -> N
     )
     with pytest.raises(kloader.SampleError, match=r"Sample 1 has dtype float64.*100000.0 would become inf"):
         loader[0]
+
+
+@pytest.mark.parametrize(
+    ("reference", "sample", "value", "becomes"),
+    [
+        ("int32", "uint32", 3_000_000_000, "-1294967296"),  # same size, the sign flips
+        ("int8", "uint8", 200, "-56"),
+        ("uint64", "int64", -1, "18446744073709551615"),
+        ("uint16", "int16", -3, "65533"),
+        ("float64", "int64", 2**53 + 1, "9007199254740992.0"),  # a "safe" cast that rounds
+        ("float64", "uint64", 2**64 - 1, "1.8446744073709552e+19"),
+        ("complex128", "int64", 2**60 + 1, "(1.152921504606847e+18+0j)"),
+        ("int64", "uint64", 2**63, "-9223372036854775808"),
+        ("float64", "complex128", 1 + 2j, "1.0"),
+    ],
+)
+def test_a_value_that_changes_in_the_cast_is_refused(
+    reference: str, sample: str, value: int, becomes: str
+) -> None:
+    """Every value must survive the cast to the batch dtype: wrapping between signed and
+    unsigned integers of one size, and rounding in numpy's 'safe' int64 -> float64, too."""
+    loader = kloader.Loader(
+        MixedDtypes([(0, reference), (value, sample)]), batch_size=2, shuffle=False, seed=0
+    )
+    with pytest.raises(
+        kloader.SampleError,
+        match=rf"Sample 1 has dtype {sample}.*{re.escape(str(value))} would become {re.escape(becomes)}",
+    ):
+        loader[0]
+
+
+@pytest.mark.parametrize(
+    ("reference", "sample", "value"),
+    [
+        ("int32", "uint32", 2**31 - 1),
+        ("uint64", "int64", 2**62),
+        ("float64", "int64", 2**53),
+        ("float64", "int32", -(2**31)),
+        ("float32", "float64", 0.5),
+        ("int16", "float32", -7.0),
+        ("int64", "bool", True),
+    ],
+)
+def test_a_value_that_survives_the_cast_is_stored(reference: str, sample: str, value: object) -> None:
+    loader = kloader.Loader(
+        MixedDtypes([(0, reference), (value, sample)]), batch_size=2, shuffle=False, seed=0
+    )
+    batch = loader[0]
+    assert batch.dtype == np.dtype(reference) and batch[1] == value
 
 
 def test_batch_dtype_is_sample_0s_whatever_the_shuffle_puts_first() -> None:
