@@ -85,6 +85,10 @@ class UnreadableImageError(Exception):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # From a worker it arrives as itself, with its path and reason, as made here.
+        return (type(self), (self.path, self.reason))
+
 
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import kloader
+from kloader._images.decode import UnreadableImageError
 
 import image_files as images
 from utils import assert_batches_equal, batches_with_workers_up, wait_until_a_worker_is_up
@@ -294,6 +295,24 @@ def test_bad_file_raises_naming_the_file_and_the_reason(tmp_path: Path) -> None:
     loader = kloader.Loader(folder, batch_size=len(folder), shuffle=False)
     with pytest.raises(kloader.SampleError, match=r"Sample 3: cannot read image .*bomb\.png"):
         loader[0]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_the_cause_of_a_bad_file_is_the_same_from_a_worker(tmp_path: Path, num_workers: int) -> None:
+    """SampleError.__cause__ is the UnreadableImageError with the path and the reason, whichever
+    process made the batch (from a worker it once came as an UnpicklableError stand-in)."""
+    images.make_folder(tmp_path, {"a": 2, "b": 2})
+    bad = images.write_zero_bytes(tmp_path / "a" / "empty.png")
+    folder = kloader.ImageFolder(tmp_path, image_size=8)
+    loader = kloader.Loader(folder, batch_size=len(folder), shuffle=False, num_workers=num_workers)
+    # The one batch fails in this process first, then is made again by a worker, whose error is raised.
+    with loader, pytest.raises(kloader.SampleError) as caught:
+        next(iter(loader))
+    if num_workers:
+        assert "worker" in str(caught.value)
+    cause = caught.value.__cause__
+    assert isinstance(cause, UnreadableImageError), type(cause)
+    assert cause.path == str(bad) and "not an image Pillow can identify" in cause.reason
 
 
 def test_skip_leaves_out_exactly_the_bad_files_and_warns(tmp_path: Path) -> None:
