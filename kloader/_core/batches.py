@@ -114,6 +114,18 @@ def _store_exactly(view: np.ndarray, array: np.ndarray, index: int, path: str) -
     view[...] = cast
 
 
+def _stacked(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Samples that could not be preallocated, as one batch array: objects stay objects in
+    every batch (np.array would make int64 of a batch without sample 0's big int); strings
+    are as wide as the longest in the batch."""
+    if dtype.kind != "O":
+        return np.array(arrays)
+    stacked = np.empty((len(arrays), *arrays[0].shape), dtype=object)
+    for position, array in enumerate(arrays):
+        stacked[position] = array
+    return stacked
+
+
 class _BatchWriter:
     """Stacks samples into batch arrays, each to the structure and dtypes of the reference."""
 
@@ -137,8 +149,8 @@ class _BatchWriter:
         arrays = [_as_array(leaf, index, path) for leaf, path in zip(leaves, self.paths)]
         if position == 0:
             self._start(index, arrays)
-        for array, path, view in zip(arrays, self.paths, self.views):
-            self._write(position, index, array, path, view)
+        for array, path, view, dtype in zip(arrays, self.paths, self.views, self.reference.dtypes):
+            self._write(position, index, array, path, view, dtype)
 
     def _start(self, index: int, arrays: list[np.ndarray]) -> None:
         self.first_index = index
@@ -162,8 +174,17 @@ class _BatchWriter:
                 self.views.append(view)
                 self.owners.append(owner)
 
-    def _write(self, position: int, index: int, array: np.ndarray, path: str, view: Any) -> None:
+    def _write(
+        self, position: int, index: int, array: np.ndarray, path: str, view: Any, dtype: np.dtype
+    ) -> None:
         if isinstance(view, list):
+            if dtype.kind in "US" and array.dtype.kind != dtype.kind:
+                # np.array would turn a number into its text, or bytes into str, without a word.
+                kind = {"U": "str", "S": "bytes"}[dtype.kind]
+                raise SampleError(
+                    f"Sample {index} has dtype {array.dtype} at {path}, but the batch holds {kind} "
+                    f"there (source sample 0 has {dtype}). Return the same kind from every sample."
+                )
             view.append(array)
             return
         if array.shape != view.shape[1:]:
@@ -176,8 +197,8 @@ class _BatchWriter:
 
     def finish(self) -> Any:
         owners = [
-            np.array(view) if isinstance(view, list) else owner
-            for view, owner in zip(self.views, self.owners)
+            _stacked(view, dtype) if isinstance(view, list) else owner
+            for view, owner, dtype in zip(self.views, self.owners, self.reference.dtypes)
         ]
         return tree.unflatten(self.reference.structure, owners)
 

@@ -184,6 +184,47 @@ def test_batch_dtype_is_sample_0s_whatever_the_shuffle_puts_first() -> None:
             assert made.ravel().tolist() == loader.indices(batch, epoch).tolist()
 
 
+class Labelled:
+    """Map-style dataset of (features, label) with the labels given."""
+
+    def __init__(self, labels: list[Any]):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        return np.full(2, index, dtype=np.float32), self.labels[index]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_object_and_string_parts_keep_sample_0s_kind_in_every_batch(num_workers: int) -> None:
+    """A big Python int in sample 0 makes every batch's labels objects (np.array made int64 of
+    a batch without it); strings are str in every batch, as wide as the batch's longest."""
+    big = Labelled([2**70, *range(1, 12)])
+    names = Labelled(["a", *("x" * i for i in range(1, 12))])
+    for dataset in (big, names):
+        with kloader.Loader(dataset, batch_size=4, seed=3, num_workers=num_workers) as loader:
+            for epoch in range(2):
+                loader.set_epoch(epoch)
+                for batch in range(len(loader)):
+                    labels = loader[batch][1]
+                    expected = [dataset.labels[i] for i in loader.indices(batch, epoch)]
+                    assert labels.tolist() == expected
+                    if dataset is big:
+                        assert labels.dtype == object
+                    else:
+                        assert labels.dtype == np.dtype(f"<U{max(map(len, expected))}")
+
+
+def test_a_number_among_strings_is_refused_not_turned_into_text() -> None:
+    loader = kloader.Loader(Labelled(["cat", "dog", 7, "emu"]), batch_size=4, shuffle=False)
+    with pytest.raises(
+        kloader.SampleError, match=r"Sample 2 has dtype int64 at sample\[1\], but the batch holds str"
+    ):
+        loader[0]
+
+
 # ------------------------------------------------------------------ sources
 
 
