@@ -53,7 +53,14 @@ def _as_array(leaf: Any, index: int, path: str) -> np.ndarray:
             f"Sample {index} holds a CUDA tensor at {path}. Sources must return CPU data "
             "(workers never touch the GPU); return the tensor before calling .cuda()."
         )
-    return np.asarray(leaf)
+    try:
+        return np.asarray(leaf)
+    except TypeError as error:
+        # A torch tensor of a dtype NumPy lacks (bfloat16, ...): say which sample, and the fix.
+        raise SampleError(
+            f"Sample {index} at {path} cannot become a NumPy array ({error}). Convert it in the "
+            "source or the transform, e.g. tensor.float() for bfloat16."
+        ) from error
 
 
 class Reference(NamedTuple):

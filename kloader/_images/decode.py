@@ -219,7 +219,10 @@ def decode(path: str, spec: DecodeSpec) -> np.ndarray:
         UnreadableImageError: naming the path and Pillow's reason.
     """
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise UnreadableImageError(path, "a directory, not an image file")
+        if not stat.S_ISREG(mode):
             # A named pipe would block the read forever; a device could be endless.
             raise UnreadableImageError(
                 path, "not a regular file (a named pipe, socket or device); never opened"

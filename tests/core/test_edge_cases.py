@@ -225,6 +225,21 @@ def test_a_number_among_strings_is_refused_not_turned_into_text() -> None:
         loader[0]
 
 
+def test_a_bfloat16_tensor_sample_is_refused_naming_the_sample_and_the_fix() -> None:
+    class BFloat16:
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, index: int) -> Any:
+            return torch.ones(2, dtype=torch.float32 if index != 1 else torch.bfloat16)
+
+    loader = kloader.Loader(BFloat16(), batch_size=3, shuffle=False)
+    with pytest.raises(
+        kloader.SampleError, match=r"Sample 1 at sample cannot become a NumPy array.*tensor\.float\(\)"
+    ):
+        loader[0]
+
+
 # ------------------------------------------------------------------ sources
 
 
@@ -352,6 +367,19 @@ def test_named_pipe_among_explicit_paths_is_never_opened(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "REFUSED Sample 1: cannot read image" in result.stdout and "not a regular file" in result.stdout
     assert "KEPT 1" in result.stdout
+
+
+def test_a_directory_among_explicit_paths_is_named_a_directory(tmp_path: Path) -> None:
+    image = images.write_pattern(tmp_path / "a.png")
+    (tmp_path / "photos.png").mkdir()
+    folder = kloader.ImageFolder(
+        paths=[str(image), str(tmp_path / "photos.png")], labels=[0, 1], image_size=8
+    )
+    with pytest.raises(
+        kloader.SampleError,
+        match=r"Sample 1: cannot read image .*photos\.png: a directory, not an image file",
+    ):
+        folder[1]
 
 
 def test_inspect_reports_a_named_pipe_without_opening_it(tmp_path: Path) -> None:
