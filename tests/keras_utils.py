@@ -100,4 +100,14 @@ class StopAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: object = None) -> None:
         self.left -= 1
         if self.left == 0:
-            raise RuntimeError("simulated crash")
+            self.stop()
+
+    def stop(self) -> None:
+        raise RuntimeError("simulated crash")
+
+
+class StopTrainingAt(StopAt):
+    """Sets model.stop_training after `batches` trained batches (a stop mid-epoch)."""
+
+    def stop(self) -> None:
+        self.model.stop_training = True

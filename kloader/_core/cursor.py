@@ -71,3 +71,12 @@ class Cursor:
                 return False
             self._position = self.normalised(*end)
             return True
+
+    def advance_from_any(self, starts: tuple[Position, ...], end: tuple[int, int]) -> bool:
+        """`advance`, from whichever of `starts` the cursor is at (a pass that may or may not
+        have moved it already). Returns whether the cursor moved."""
+        with self._lock:
+            if self._position not in starts:
+                return False
+            self._position = self.normalised(*end)
+            return True

@@ -20,6 +20,15 @@ A loader's cursor moves in three ways:
        Keras ends the current epoch, and never builds from a pass).
   When the framework throws its passes away (`reset`, after building the
   model), they are discarded and never complete.
+  When the framework's call ends in the middle of a pass because its epochs
+  are shorter than the loader's (Keras's `steps_per_epoch`), the cursor moves
+  to the batch after the last one it says it trained (`trained`, counted by
+  its callbacks), so that the next call goes on from there instead of
+  training the same batches again. When it ends there because it was
+  `stopped` in the middle of an epoch (Keras's `stop_training`), the cursor
+  stays at the start of that pass: the next call trains the epoch again, in
+  full. Either way on every backend: on TensorFlow, whose pass completed as
+  tf.data prefetched its last batch, the cursor moves back.
   An iterator that `reads_only` (validation on the loader that is training)
   reads whole epochs at the cursor's epoch and never moves the cursor.
 - `loose_pass`: a pass no framework iterator owns completes when exhausted.
@@ -88,6 +97,10 @@ class IteratorPasses:
         # an exhausted pass before it says that the epoch ended.
         self._open: list[Pass] = []
         self._made: weakref.WeakSet[Pass] = weakref.WeakSet()
+        # Passes that handed out batches, in that order, until all of them are trained.
+        self._in_training: list[Pass] = []
+        self._stopped = False
+        self._counted = False  # whether the framework says what it trained (`trained`)
         self.closed = False
 
     def new_pass(self, make: Make, *, length: int | None = None) -> Pass:
@@ -105,6 +118,7 @@ class IteratorPasses:
     def _handed_out(self, handed_out: Pass) -> None:
         if handed_out.handed_out == 1:
             self._open.append(handed_out)
+            self._in_training.append(handed_out)
         if self.completes_on_last and handed_out.handed_out_all:
             handed_out.complete()
             self._forget_finished()
@@ -116,6 +130,29 @@ class IteratorPasses:
                 open_pass.complete()
         self._forget_finished()
 
+    def trained(self, batches: int) -> None:
+        """The framework trained `batches` more batches from these passes: the next ones they
+        handed out, in the order they handed them out (discarded passes never train)."""
+        self._counted = True
+        for made in self._in_training:
+            if made.discarded:
+                continue
+            taken = min(batches, made.handed_out - made.trained)
+            made.trained += taken
+            batches -= taken
+            if batches == 0:
+                break
+        self._in_training = [
+            made
+            for made in self._in_training
+            if not made.discarded and not (made.completed and made.trained == made.handed_out)
+        ]
+
+    def stopped(self) -> None:
+        """The framework stopped in the middle of an epoch: a pass it trained only part of
+        is trained again from its start by the next call."""
+        self._stopped = True
+
     def reset(self) -> None:
         """The framework threw away its passes (after building the model): none of them completes."""
         for open_pass in self._open:
@@ -124,8 +161,10 @@ class IteratorPasses:
 
     def close(self) -> None:
         """The framework's call is over: its passes hand out nothing more, now or later
-        (a tf.data prefetch thread may go on pulling after the call returned)."""
+        (a tf.data prefetch thread may go on pulling after the call returned). A pass it
+        trained only part of leaves the cursor after its last trained batch."""
         self.closed = True
+        self._settle_what_was_trained()
         for made in list(self._made):
             if made.started and made.remaining and not (made.discarded or made.completed):
                 _log.debug(
@@ -136,6 +175,37 @@ class IteratorPasses:
                 )
             made.close()
         self._open.clear()
+
+    def _settle_what_was_trained(self) -> None:
+        """At the call's end, when the framework said what it trained: passes trained in full
+        complete (a `stop_training` at an epoch's last batch leaves before the epoch's end),
+        and the cursor moves to where the first pass not trained in full was left."""
+        if not self._counted:
+            return
+        for made in self._in_training:
+            if made.discarded:
+                continue
+            if made.handed_out_all and made.trained == made.handed_out:
+                made.complete()
+                continue
+            cut = made
+            break
+        else:
+            return
+        if cut.trained == 0 and not cut.completed:
+            return
+        trained = 0 if self._stopped else cut.trained
+        # Unless the cursor was moved since (set_epoch, load_state_dict): then it stays.
+        where_this_pass_left_it = (cut.start, cut.position) if cut.completed else (cut.start,)
+        if self.cursor.advance_from_any(
+            where_this_pass_left_it, (cut.start.epoch, cut.start.batch + trained)
+        ):
+            _log.debug(
+                "kloader: the call ended %d batches into a pass from epoch %d, batch %d%s",
+                cut.trained,
+                *cut.start,
+                ", stopped: the next call starts that pass again" if self._stopped else "",
+            )
 
     def _forget_finished(self) -> None:
         self._open = [p for p in self._open if not (p.completed or p.discarded)]

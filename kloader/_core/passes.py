@@ -76,6 +76,7 @@ class Pass:
         self.last = Position(0, 0)  # the last position handed out
         self.remaining = 0
         self.handed_out = 0  # positions handed out so far
+        self.trained = 0  # of those, how many the framework says it trained on (IteratorPasses.trained)
         self.completed = False
         self.discarded = False
         self.closed = False

@@ -51,12 +51,38 @@ CallKey = tuple[int, int, CodeType, int]
 
 class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     """Ends a call when Keras runs that call's closing hook (and only that one: the
-    `evaluate` that validates inside `fit` runs `on_test_end` on fit's callbacks)."""
+    `evaluate` that validates inside `fit` runs `on_test_end` on fit's callbacks).
 
-    def __init__(self, hook: str, end: Callable[[], None]):
+    In a `fit`, it also counts the batches each epoch trained (Keras's step index
+    at each `on_train_batch_end`) and reports them at the epoch's end, with
+    whether a callback set `stop_training` at a batch's end, so that a `fit` that
+    ends in the middle of a loader epoch leaves the loader after its last
+    trained batch (or, stopped, at that epoch's start). With
+    `steps_per_execution` > 1 older Keras reports the first step of each
+    execution: then no batch is counted.
+    """
+
+    def __init__(self, hook: str, end: Callable[[], None], trained: Callable[[int, bool], None]):
         super().__init__()
         self._hook = hook
         self._end = end
+        self._trained = trained
+        self._steps: int | None = 0
+        self._stopped = False
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        # self._model, not self.model: on JAX that property syncs the model's state.
+        model = getattr(self, "_model", None)
+        if self._steps is not None:
+            self._steps = internals.steps_trained(model, batch, self._steps)
+        # Set by a callback at this batch's end (they run before this one): Keras leaves the epoch.
+        self._stopped = self._stopped or bool(getattr(model, "stop_training", False))
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self._hook == "on_train_end" and self._steps is not None:
+            self._trained(self._steps, self._stopped)
+        if self._steps is not None:
+            self._steps = 0
 
     def _closing(self, hook: str) -> None:
         if hook == self._hook:
@@ -79,6 +105,7 @@ class KerasCalls:
     def __init__(self, on_last_end: Callable[[], None]):
         self._on_last_end = on_last_end
         self.on_end: Callable[[CallKey], None] = _ignore
+        self.on_epoch_trained: Callable[[CallKey, int, bool], None] = _ignore_trained
         self._lock = threading.Lock()
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
 
@@ -96,7 +123,7 @@ class KerasCalls:
         if not hooked:
             hook = internals.KERAS_CALLS[call.f_code.co_name]
             end = _weak_end(self, key)
-            if internals.add_callback(call, _EndOfCall(hook, end)):
+            if internals.add_callback(call, _EndOfCall(hook, end, _weak_trained(self, key))):
                 with self._lock:
                     if key in self._open:
                         self._open[key] = True
@@ -138,6 +165,21 @@ def _built_epoch_iterator(call: FrameType, epoch_iterator: Any) -> Any:
 
 def _key(call: FrameType, built: Any) -> CallKey:
     return (threading.get_ident(), id(call), call.f_code, id(built))
+
+
+def _ignore_trained(key: CallKey, batches: int, stopped: bool) -> None:
+    pass
+
+
+def _weak_trained(calls: KerasCalls, key: CallKey) -> Callable[[int, bool], None]:
+    ref = weakref.ref(calls)
+
+    def trained(batches: int, stopped: bool) -> None:
+        owner = ref()
+        if owner is not None:
+            owner.on_epoch_trained(key, batches, stopped)
+
+    return trained
 
 
 def _ignore(key: CallKey) -> None:

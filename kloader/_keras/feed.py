@@ -47,9 +47,12 @@ class KerasFeed:
         self.cursor = cursor
         self.calls = calls
         calls.on_end = self._call_ended
+        calls.on_epoch_trained = self._epoch_trained
         # The passes of each open call's EpochIterators, closed when the call ends.
         self._passes_of_call: dict[CallKey, list[IteratorPasses]] = {}
         self._iterators: weakref.WeakKeyDictionary[Any, IteratorPasses] = weakref.WeakKeyDictionary()
+        # The passes each open fit trains on (not its validation's), told what it trained.
+        self._trained_by_call: dict[CallKey, IteratorPasses] = {}
         # The fit training on this loader: while it runs, other EpochIterators only read.
         self._training: CallKey | None = None
         # With Keras's steps_per_epoch cutting loader epochs into several Keras
@@ -154,6 +157,10 @@ class KerasFeed:
             self._iterators[epoch_iterator] = passes
             if call is not None and not reads_only and call.f_code.co_name == "fit":
                 self._training = self.calls.key_of(call, epoch_iterator)
+                # fit's own EpochIterator (TensorFlow asks while building it, before fit holds
+                # it), not the one it validates with.
+                if internals.call_epoch_iterator(call) in (None, epoch_iterator):
+                    self._trained_by_call[self._training] = passes
         if call is not None:
             key = self.calls.seen(call, epoch_iterator)
             of_call = self._passes_of_call.setdefault(key, [])
@@ -161,6 +168,14 @@ class KerasFeed:
                 of_call.append(passes)
         return passes
 
+    def _epoch_trained(self, key: CallKey, batches: int, stopped: bool) -> None:
+        passes = self._trained_by_call.get(key)
+        if passes is not None:
+            passes.trained(batches)
+            if stopped:
+                passes.stopped()
+
     def _call_ended(self, key: CallKey) -> None:
+        self._trained_by_call.pop(key, None)
         for passes in self._passes_of_call.pop(key, []):
             passes.close()

@@ -231,8 +231,25 @@ def add_callback(call: FrameType, callback: Any) -> bool:
     callbacks = call_local(call, "callbacks")
     if not isinstance(callbacks, CallbackList):
         return False
+    if getattr(callbacks, "model", None) is not None:
+        callback.set_model(callbacks.model)
     callbacks.callbacks.append(callback)
     return True
+
+
+def reports_end_steps() -> bool:
+    """Whether `on_train_batch_end(batch)` gets the last step of each execution (Keras >= 3.11,
+    whose EpochIterator yields (begin_step, end_step, data)) rather than its first."""
+    return "end_step" in EpochIterator.enumerate_epoch.__code__.co_varnames
+
+
+def steps_trained(model: Any, batch: int, so_far: int) -> int | None:
+    """How many batches an epoch has trained after `on_train_batch_end(batch)`, or None when
+    this Keras cannot tell (several steps per execution, and it reports the first)."""
+    per_execution = getattr(model, "steps_per_execution", 1) or 1
+    if per_execution == 1 or reports_end_steps():
+        return max(so_far, batch + 1)
+    return None
 
 
 def backup_metadata_path(backup: keras.callbacks.BackupAndRestore) -> str:

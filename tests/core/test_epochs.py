@@ -128,6 +128,110 @@ def test_completes_on_last_moves_the_cursor_as_the_last_batch_goes() -> None:
     assert list(passes.new_pass(Position)) == epoch_positions(1, 2)
 
 
+# ---------------------------------------------- a call that ends in the middle of a pass
+
+
+def pulled(passes: IteratorPasses, count: int) -> Pass:
+    """A new pass of `passes` with `count` batches handed out (trained or read ahead)."""
+    made = passes.new_pass(Position)
+    for _ in range(count):
+        next(made)
+    return made
+
+
+def test_a_call_ending_mid_pass_leaves_the_cursor_after_the_last_trained_batch() -> None:
+    """steps_per_epoch=3 of a 7-batch epoch, 2 batches read ahead: the next call starts at batch 3."""
+    cursor = Cursor(7)
+    passes = IteratorPasses(cursor)
+    pulled(passes, 5)
+    passes.epoch_ended()
+    passes.trained(3)
+    assert cursor.position == (0, 0)
+    passes.close()
+    assert cursor.position == (0, 3)
+
+
+def test_slices_across_framework_epochs_add_up() -> None:
+    cursor = Cursor(7)
+    passes = IteratorPasses(cursor)
+    part = pulled(passes, 4)
+    passes.epoch_ended()
+    passes.trained(3)
+    next(part)
+    passes.epoch_ended()
+    passes.trained(2)
+    passes.close()
+    assert cursor.position == (0, 5)
+
+
+def test_tensorflows_early_completion_is_taken_back_for_batches_never_trained() -> None:
+    """tf.data prefetched the last batch of a 3-batch epoch (the pass completed), 2 were trained."""
+    cursor = Cursor(3)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    pulled(passes, 3)
+    assert cursor.position == (1, 0)
+    passes.epoch_ended()
+    passes.trained(2)
+    passes.close()
+    assert cursor.position == (0, 2)
+
+
+def test_a_prefetched_next_pass_that_trained_nothing_moves_back_to_its_start() -> None:
+    """Epoch 0 trained in full; tf.data also handed out all of epoch 1 (completing it), untrained."""
+    cursor = Cursor(2)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    pulled(passes, 2)
+    pulled(passes, 2)
+    assert cursor.position == (2, 0)
+    passes.epoch_ended()
+    passes.trained(2)
+    passes.close()
+    assert cursor.position == (1, 0)
+
+
+@pytest.mark.parametrize("completes_on_last", [False, True])
+def test_a_stopped_call_leaves_the_cursor_at_the_start_of_the_pass_it_cut(completes_on_last: bool) -> None:
+    cursor = Cursor(3)
+    cursor.jump_to(2, 0)
+    passes = IteratorPasses(cursor, completes_on_last=completes_on_last)
+    pulled(passes, 3)
+    passes.epoch_ended()
+    passes.trained(1)
+    passes.stopped()
+    passes.close()
+    assert cursor.position == (2, 0)
+
+
+def test_a_pass_trained_in_full_completes_even_if_its_epoch_never_ended() -> None:
+    """stop_training at an epoch's last batch: Keras leaves before the epoch's end."""
+    cursor = Cursor(3)
+    passes = IteratorPasses(cursor)
+    pulled(passes, 3)
+    passes.trained(3)
+    passes.stopped()
+    passes.close()
+    assert cursor.position == (1, 0)
+
+
+def test_without_counts_the_call_end_moves_nothing() -> None:
+    """A call whose trained batches were not counted keeps the rules without them."""
+    cursor = Cursor(3)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    pulled(passes, 3)
+    passes.close()
+    assert cursor.position == (1, 0)
+
+
+def test_a_jump_during_the_call_wins_over_what_was_trained() -> None:
+    cursor = Cursor(7)
+    passes = IteratorPasses(cursor)
+    pulled(passes, 4)
+    passes.trained(3)
+    cursor.jump_to(5, 0)
+    passes.close()
+    assert cursor.position == (5, 0)
+
+
 def test_a_reading_iterator_reads_whole_epochs_and_never_moves_the_cursor() -> None:
     """Validation on the loader that trains reads all of the training epoch, from batch 0."""
     cursor = Cursor(3)

@@ -8,12 +8,15 @@ the augmentation are checked bit for bit.
 
 from __future__ import annotations
 
+import warnings
+
+import keras
 import numpy as np
 import pytest
 
 import kloader
 
-from keras_utils import IdRecorder, first_feature_model, id_model
+from keras_utils import IdRecorder, StopTrainingAt, first_feature_model, id_model
 from utils import (
     IdDataset,
     assert_labels,
@@ -130,9 +133,45 @@ def test_second_fit_continues_with_the_next_epochs() -> None:
     assert loader.epoch == 3
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fits_of_fewer_steps_than_an_epoch_go_on_where_the_last_stopped(num_workers: int) -> None:
+    """fit(epochs=1, steps_per_epoch=3) in a loop over a 7-batch loader epoch: each call trains
+    the next 3 batches (the one that reaches the epoch's end, its last 1), never the same ones
+    again, and the loader stands after the last batch trained, on every backend (TensorFlow's
+    prefetch once moved it to the next epoch, the others left it at batch 0)."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(
+        IdDataset(27), batch_size=4, seed=5, transform=jitter_label, num_workers=num_workers
+    )
+    model = id_model(recorder)
+    positions = []
+    for _ in range(4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Keras: the input ran out (the epoch's last slice)
+            model.fit(loader, epochs=1, steps_per_epoch=3, verbose=0, callbacks=[recorder])
+        positions.append((loader.epoch, loader.state_dict()["batch"]))
+    assert positions == [(0, 3), (0, 6), (1, 0), (1, 3)]
+    assert_labels(recorder.train, expected_labels(loader, 2)[:10])
+
+
+@pytest.mark.parametrize("stop_after", [3, 5])
+def test_a_fit_stopped_mid_epoch_leaves_the_loader_at_that_epochs_start(stop_after: int) -> None:
+    """stop_training after 3 of 5 batches: the loader stays at epoch 0, batch 0, and the next
+    fit trains epoch 0 in full, on every backend (TensorFlow's prefetch could move it on to
+    epoch 1, skipping batches 3 and 4). Stopped at the epoch's last batch, it moves on."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=8, transform=jitter_label, num_workers=2)
+    model = id_model(recorder)
+    model.fit(loader, epochs=2, verbose=0, callbacks=[recorder, StopTrainingAt(stop_after)])
+    expected = expected_labels(loader, 2)
+    assert (loader.epoch, loader.state_dict()["batch"]) == ((0, 0) if stop_after < 5 else (1, 0))
+    model.fit(loader, epochs=1, verbose=0, callbacks=[recorder])
+    again = expected[:5] if stop_after < 5 else expected[5:10]
+    assert_labels(recorder.train, expected[:stop_after] + again)
+
+
 def test_workers_live_through_fit_and_stop_after() -> None:
     """Workers start once per fit, serve every epoch, and are gone when fit returns."""
-    import keras
 
     seen: list[list[int]] = []
 

@@ -18,21 +18,8 @@ import pytest
 import kloader
 from kloader._keras.calls import KerasCalls
 
-from keras_utils import IdRecorder, id_model
+from keras_utils import IdRecorder, StopTrainingAt, id_model
 from utils import IdDataset, assert_labels, expected_labels, jitter, jitter_label
-
-
-class StopTrainingAt(keras.callbacks.Callback):
-    """Sets model.stop_training after `batches` training batches (early stopping mid-epoch)."""
-
-    def __init__(self, batches: int):
-        super().__init__()
-        self.left = batches
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self.left -= 1
-        if self.left == 0:
-            self.model.stop_training = True
 
 
 def workers_loader(samples: int = 40, *, shuffle: bool = True) -> kloader.Loader:

@@ -146,6 +146,35 @@ def test_fit_evaluate_and_predict_keep_a_callback_list_named_callbacks() -> None
     }
 
 
+def test_on_train_batch_end_gets_the_step_index_that_kloader_counts_from() -> None:
+    """A fit that ends in the middle of a loader epoch leaves the loader after the batches it
+    trained, counted from `on_train_batch_end(batch)`: with one step per execution, `batch`
+    is the step's index in the epoch. With several, Keras >= 3.11 passes the execution's last
+    step (its EpochIterator yields (begin_step, end_step, data)) and older Keras its first,
+    which kloader cannot count from (internals.reports_end_steps)."""
+    seen: list[int] = []
+
+    class Steps(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            seen.append(batch)
+
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=0)
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    model.fit(loader, epochs=1, verbose=0, callbacks=[Steps()])
+    assert seen == [0, 1, 2, 3, 4]
+    assert internals.steps_trained(model, seen[-1], 0) == 5
+    if keras.backend.backend() == "torch":
+        return  # torch runs one step per execution only
+    seen.clear()
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=2)
+    model.fit(loader, epochs=1, verbose=0, callbacks=[Steps()])
+    # The last execution's end is counted past the data's end: kloader counts at most the
+    # batches a pass handed out.
+    assert seen == ([1, 3, 5] if internals.reports_end_steps() else [0, 2, 4])
+    assert internals.steps_trained(model, seen[-1], 0) == (6 if internals.reports_end_steps() else None)
+
+
 class CountPasses(kloader.Loader):
     """Counts the iterators Keras asks for."""
 
