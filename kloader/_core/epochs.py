@@ -51,6 +51,10 @@ _log = logging.getLogger(__name__)
 
 Make = Callable[[int, int], Any]
 
+# Passes kept for `IteratorPasses.trained`, at most: one being trained, one started
+# ahead by a prefetch, and room to spare.
+_KEPT_UNTRAINED = 8
+
 
 def manual_pass(cursor: Cursor, make: Make) -> Pass:
     """The rest of the current epoch, moving the cursor past each batch handed out."""
@@ -119,6 +123,9 @@ class IteratorPasses:
         if handed_out.handed_out == 1:
             self._open.append(handed_out)
             self._in_training.append(handed_out)
+            # `trained` keeps this list to the passes not yet trained (two or three); a
+            # framework that never says what it trained must not make it grow each epoch.
+            del self._in_training[:-_KEPT_UNTRAINED]
         if self.completes_on_last and handed_out.handed_out_all:
             handed_out.complete()
             self._forget_finished()

@@ -222,6 +222,16 @@ def test_without_counts_the_call_end_moves_nothing() -> None:
     assert cursor.position == (1, 0)
 
 
+def test_passes_kept_for_counting_stay_few_when_nothing_is_counted() -> None:
+    cursor = Cursor(2)
+    passes = IteratorPasses(cursor)
+    for _ in range(50):
+        pulled(passes, 2)
+        passes.epoch_ended()
+    assert cursor.position == (50, 0)
+    assert len(passes._in_training) <= 8
+
+
 def test_a_jump_during_the_call_wins_over_what_was_trained() -> None:
     cursor = Cursor(7)
     passes = IteratorPasses(cursor)
