@@ -74,3 +74,12 @@ def context_for(start_method: str) -> multiprocessing.context.BaseContext:
     if start_method == "forkserver":
         return ForkServerContextWithoutMain()
     return multiprocessing.get_context(start_method)
+
+
+def wait_for_feeder_thread(queue: Any, timeout: float) -> None:
+    """Waits, at most `timeout` seconds, for a closed `multiprocessing.Queue`'s feeder thread
+    to end. Until it does it holds the queue's lock, whose named semaphore (a `sem.mp-*`
+    file in /dev/shm) is unlinked only when the queue is freed."""
+    thread = getattr(queue, "_thread", None)
+    if thread is not None:
+        thread.join(timeout)

@@ -39,6 +39,8 @@ from kloader._workers.plan import Key, Task
 
 _DEATH_WAIT_S = 1.0
 _STALL_CHECK_S = 1.0
+# The longest a close waits for its queues' feeder threads to let go of their semaphores.
+_FEEDER_WAIT_S = 2.0
 # With no `timeout`, a worker that holds one batch this long gets one warning.
 DEFAULT_STALL_WARNING_S = 60.0
 
@@ -484,9 +486,15 @@ class WorkerProcesses:
         iterator, self._iterator = self._iterator, None
         if iterator is not None:
             pids = [w.pid for w in torch_internals.worker_processes(iterator) if w.pid is not None]
+            queues = torch_internals.queues_of(iterator)
             torch_internals.shutdown_workers(iterator)
-            # Its queues' named semaphores are unlinked when it is freed: now.
-            del iterator
+            # Its queues' named semaphores are unlinked when they are freed: now, once
+            # their feeder threads (which flush what was put, then end) let go of them.
+            # Bounded: a feeder blocked on a pipe no worker reads any more never ends.
+            deadline = time.monotonic() + _FEEDER_WAIT_S
+            for queue in queues:
+                multiprocessing_internals.wait_for_feeder_thread(queue, max(0.0, deadline - time.monotonic()))
+            del iterator, queues
             shared_memory.remove_segments_of(pids)
         self._close_pipes()
 

@@ -58,6 +58,12 @@ def shutdown_workers(iterator: Any) -> None:
     iterator._shutdown_workers()
 
 
+def queues_of(iterator: Any) -> list[Any]:
+    """The multiprocessing queues of a multi-process DataLoader iterator: one per worker
+    for the indices it sends, and the one results come back on."""
+    return [*iterator._index_queues, iterator._worker_result_queue]
+
+
 def stop_death_reports_in_main_thread(iterator: Any) -> None:
     """Takes the iterator's workers out of torch's SIGCHLD handler.
 

@@ -10,10 +10,12 @@ it must not be.
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 from multiprocessing import popen_forkserver
 from pathlib import Path
 
@@ -95,3 +97,16 @@ def test_forkserver_children_without_main_do_not_run_the_script(tmp_path: Path) 
         "child done 0",
         "",
     ], output
+
+
+def test_a_closed_queues_feeder_thread_ends_and_is_waited_for() -> None:
+    """A queue's feeder thread (`_thread`, started by the first put) holds the queue's lock
+    until it ends after `close`: the close of kloader's workers waits for it."""
+    queue = multiprocessing.get_context("spawn").Queue()
+    queue.put(1)
+    thread = queue._thread  # type: ignore[attr-defined]
+    assert isinstance(thread, threading.Thread) and thread.is_alive()
+    queue.get()
+    queue.close()
+    multiprocessing_internals.wait_for_feeder_thread(queue, 10.0)
+    assert not thread.is_alive()

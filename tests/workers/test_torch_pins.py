@@ -8,6 +8,7 @@ worker that hangs, or an error without its advice.
 
 from __future__ import annotations
 
+import multiprocessing.queues
 import os
 import signal
 import time
@@ -62,6 +63,15 @@ def test_iterator_exposes_its_worker_processes_and_shuts_them_down() -> None:
     assert all(p.pid and p.exitcode is None and p.sentinel for p in processes)
     torch_internals.shutdown_workers(iterator)
     assert all(p.exitcode is not None for p in processes)
+
+
+def test_iterator_keeps_one_index_queue_per_worker_and_a_result_queue() -> None:
+    """queues_of(iterator): the multiprocessing queues kloader waits on at close."""
+    iterator = iter(data_loader(2))
+    queues = torch_internals.queues_of(iterator)
+    assert len(queues) == 3
+    assert all(isinstance(queue, multiprocessing.queues.Queue) for queue in queues)
+    torch_internals.shutdown_workers(iterator)
 
 
 @pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
