@@ -66,11 +66,7 @@ class Cursor:
         a `set_epoch` or `load_state_dict` made meanwhile wins. Returns whether
         the cursor moved.
         """
-        with self._lock:
-            if self._position != start:
-                return False
-            self._position = self.normalised(*end)
-            return True
+        return self.advance_from_any((start,), end)
 
     def advance_from_any(self, starts: tuple[Position, ...], end: tuple[int, int]) -> bool:
         """`advance`, from whichever of `starts` the cursor is at (a pass that may or may not

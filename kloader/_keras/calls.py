@@ -62,11 +62,13 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     execution: then no batch is counted.
     """
 
-    def __init__(self, hook: str, end: Callable[[], None], trained: Callable[[int, bool], None]):
+    def __init__(self, hook: str, calls: KerasCalls, key: CallKey):
         super().__init__()
         self._hook = hook
-        self._end = end
-        self._trained = trained
+        # The callback lives in the user's CallbackList for as long as Keras keeps it:
+        # it must not keep the loader (and its workers) alive.
+        self._calls = weakref.ref(calls)
+        self._key = key
         self._steps: int | None = 0
         self._stopped = False
 
@@ -79,14 +81,17 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
         self._stopped = self._stopped or bool(getattr(model, "stop_training", False))
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if self._hook == "on_train_end" and self._steps is not None:
-            self._trained(self._steps, self._stopped)
-        if self._steps is not None:
-            self._steps = 0
+        if self._steps is None:
+            return
+        calls = self._calls()
+        if self._hook == "on_train_end" and calls is not None:
+            calls.on_epoch_trained(self._key, self._steps, self._stopped)
+        self._steps = 0
 
     def _closing(self, hook: str) -> None:
-        if hook == self._hook:
-            self._end()
+        calls = self._calls()
+        if hook == self._hook and calls is not None:
+            calls._end(self._key, "Keras ran its closing callback hook")
 
     def on_train_end(self, logs: Any = None) -> None:
         self._closing("on_train_end")
@@ -122,8 +127,7 @@ class KerasCalls:
             weakref.finalize(built, _watcher.end_later, self, key)
         if not hooked:
             hook = internals.KERAS_CALLS[call.f_code.co_name]
-            end = _weak_end(self, key)
-            if internals.add_callback(call, _EndOfCall(hook, end, _weak_trained(self, key))):
+            if internals.add_callback(call, _EndOfCall(hook, self, key)):
                 with self._lock:
                     if key in self._open:
                         self._open[key] = True
@@ -171,32 +175,8 @@ def _ignore_trained(key: CallKey, batches: int, stopped: bool) -> None:
     pass
 
 
-def _weak_trained(calls: KerasCalls, key: CallKey) -> Callable[[int, bool], None]:
-    ref = weakref.ref(calls)
-
-    def trained(batches: int, stopped: bool) -> None:
-        owner = ref()
-        if owner is not None:
-            owner.on_epoch_trained(key, batches, stopped)
-
-    return trained
-
-
 def _ignore(key: CallKey) -> None:
     pass
-
-
-def _weak_end(calls: KerasCalls, key: CallKey) -> Callable[[], None]:
-    # The callback lives in the user's CallbackList for as long as Keras keeps it:
-    # it must not keep the loader (and its workers) alive.
-    reference = weakref.ref(calls)
-
-    def end() -> None:
-        owner = reference()
-        if owner is not None:
-            owner._end(key, "Keras ran its closing callback hook")
-
-    return end
 
 
 def _on_stack(frame: FrameType | None, frame_id: int, code: CodeType) -> bool:

@@ -237,6 +237,7 @@ def add_callback(call: FrameType, callback: Any) -> bool:
     return True
 
 
+@functools.cache
 def reports_end_steps() -> bool:
     """Whether `on_train_batch_end(batch)` gets the last step of each execution (Keras >= 3.11,
     whose EpochIterator yields (begin_step, end_step, data)) rather than its first."""

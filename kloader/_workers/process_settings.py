@@ -14,6 +14,7 @@ not imported it has no such settings to carry.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -34,5 +35,4 @@ def snapshot() -> dict[tuple[str, str], Any]:
 def apply(taken: dict[tuple[str, str], Any]) -> None:
     """Sets, in this process (a worker), the settings `snapshot()` took in the main process."""
     for (module_name, attribute), value in taken.items():
-        module = __import__(module_name, fromlist=[attribute])
-        setattr(module, attribute, value)
+        setattr(importlib.import_module(module_name), attribute, value)
