@@ -271,7 +271,10 @@ class RanOutSilenced:
     (from another callback, or at the next run after a crash), never a saved filter list."""
 
     def __init__(self) -> None:
-        warnings.filterwarnings("ignore", message=RAN_OUT, category=UserWarning)
+        # `filterwarnings` first takes out an entry equal to the new one: the regex comment
+        # makes this entry kloader's own, so that a user's filter for the same warning
+        # is neither moved nor removed with it.
+        warnings.filterwarnings("ignore", message=RAN_OUT + "(?#kloader)", category=UserWarning)
         self._entry = warnings.filters[0]
 
     def stop(self) -> None:
