@@ -37,12 +37,34 @@ def _position_of_keras_epoch(loader: Loader, keras_epoch: int, steps: int | None
     return keras_epoch // slices, (keras_epoch % slices) * steps
 
 
+def _keras_epoch_length(loader: Loader, keras_epoch: int, steps: int | None) -> int:
+    """How many batches Keras epoch `keras_epoch` trains, if every earlier one ran in full.
+
+    Keras takes a new iterator once the current one has given the loader's length: with
+    `steps_per_epoch` s not dividing the loader, the last slice of each loader epoch is
+    short (Keras warns that the input ran out); with s beyond the loader, every Keras
+    epoch is one loader epoch.
+    """
+    if steps is None or steps >= len(loader):
+        return len(loader)
+    _, batch = _position_of_keras_epoch(loader, keras_epoch, steps)
+    return min(steps, len(loader) - batch)
+
+
 def _follow_steps(loader: Loader, steps: int | None) -> None:
-    """With steps_per_epoch slicing loader epochs, a run that starts in the middle of a
-    loader epoch must still hand Keras one epoch's worth of batches per iterator, as
-    Keras counts them, running on into the next epoch. The sequence of batches is then
-    exactly the uninterrupted run's."""
-    feed_of(loader).slices_epochs = steps is not None and steps < len(loader)
+    """A run that starts in the middle of a loader epoch (`initial_epoch`, a resume) gets a
+    fresh Keras iterator, which Keras counts from 0 up to the loader's length, however
+    far into the loader epoch it starts.
+
+    With steps_per_epoch dividing the loader, every slice is a full one: each iterator
+    then hands Keras one loader epoch's worth of batches, running on into the next
+    epoch. Otherwise each iterator ends with its loader epoch, where the uninterrupted
+    run's short slice ends: Keras sees the input run out there (as it does in the
+    uninterrupted run) and takes a new iterator at the next loader epoch's start. Either
+    way the batches of every Keras epoch are exactly the uninterrupted run's.
+    """
+    length = len(loader)
+    feed_of(loader).slices_epochs = steps is not None and steps < length and length % steps == 0
 
 
 class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
@@ -195,8 +217,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             self._quiet = internals.RanOutSilenced()
 
     def _steps(self) -> int:
-        steps = self.params.get("steps")
-        return len(self.loader) if steps is None else int(steps)
+        """The batches of the Keras epoch in progress, in an uninterrupted run."""
+        return _keras_epoch_length(self.loader, self._keras_epoch, self.params.get("steps"))
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         # `batch` counts from 0 in each Keras epoch; with steps_per_execution it

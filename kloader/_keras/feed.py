@@ -56,8 +56,9 @@ class KerasFeed:
         # The fit training on this loader: while it runs, other EpochIterators only read.
         self._training: CallKey | None = None
         # With Keras's steps_per_epoch cutting loader epochs into several Keras
-        # epochs, every Keras iterator must yield one loader epoch's worth of
-        # batches (set by the callbacks).
+        # epochs of equal length, every Keras iterator must yield one loader
+        # epoch's worth of batches, wherever it starts (set by the callbacks,
+        # see callbacks._follow_steps).
         self.slices_epochs = False
         # Set by BackupAndRestore when resuming in the middle of a Keras epoch:
         # the next pass ends where that epoch ends.

@@ -21,6 +21,34 @@ def epoch_ids(loader: kloader.Loader, epochs: range) -> list[list[int]]:
     return [loader.indices(b, e).tolist() for e in epochs for b in range(len(loader))]
 
 
+def keras_epochs(loader: kloader.Loader, steps: int, count: int) -> list[list[list[int]]]:
+    """The batches of Keras epochs 0 … count-1 of an uninterrupted `fit(steps_per_epoch=steps)`:
+    slices of `steps` batches of each loader epoch, the last one shorter when `steps` does not
+    divide the loader (Keras leaves an epoch, saying the input ran out, once its iterator has
+    given the loader's length); whole loader epochs when `steps` is the loader's length or more."""
+    epochs: list[list[list[int]]] = []
+    loader_epoch = 0
+    while len(epochs) < count:
+        batches = epoch_ids(loader, range(loader_epoch, loader_epoch + 1))
+        epochs += [batches[start : start + steps] for start in range(0, len(batches), steps)]
+        loader_epoch += 1
+    return epochs[:count]
+
+
+class EpochLengths(keras.callbacks.Callback):  # type: ignore[misc]
+    """How many batches each Keras epoch trained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+        self.lengths.append(0)
+
+    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+        self.lengths[-1] = batch + 1
+
+
 def test_initial_epoch_trains_on_the_loaders_epoch() -> None:
     """fit(initial_epoch=3) with EpochSync trains epochs 3 and 4 on the loader's epochs 3 and 4."""
     recorder = IdRecorder()
@@ -45,6 +73,26 @@ def test_epoch_sync_maps_keras_epochs_onto_slices_with_steps_per_epoch() -> None
         callbacks=[recorder, kloader.EpochSync(loader)],
     )
     assert recorder.train_ids() == epoch_ids(loader, range(1, 3))[2:6]
+
+
+@pytest.mark.parametrize("initial_epoch", [0, 1, 2, 4])
+def test_epoch_sync_with_steps_per_epoch_that_do_not_divide_the_loader(initial_epoch: int) -> None:
+    """7 batches in Keras epochs of 3: slices of 3, 3 and 1 of each loader epoch. A fit from
+    any initial_epoch (the short slice included) trains each Keras epoch on the batches an
+    uninterrupted fit trains it on, and Keras says the input ran out in the same epochs."""
+    recorder, lengths = IdRecorder(), EpochLengths()
+    loader = kloader.Loader(IdDataset(28), batch_size=4, seed=3)
+    expected = keras_epochs(loader, 3, 9)[initial_epoch:]
+    with warnings.catch_warnings(record=True) as ran_out:
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("always", message="Your input ran out of data", category=UserWarning)
+        id_model(recorder).fit(
+            loader, epochs=9, initial_epoch=initial_epoch, steps_per_epoch=3, verbose=0,
+            callbacks=[recorder, lengths, kloader.EpochSync(loader)],
+        )  # fmt: skip
+    assert recorder.train_ids() == [batch for epoch in expected for batch in epoch]
+    assert lengths.lengths == [len(epoch) for epoch in expected]
+    assert len(ran_out) == sum(len(epoch) < 3 for epoch in expected)
 
 
 def test_keras_backup_and_restore_with_epoch_sync(tmp_path: Path) -> None:
@@ -165,6 +213,49 @@ def test_backup_and_restore_with_steps_per_epoch(tmp_path: Path) -> None:
         callbacks=[recorder, kloader.BackupAndRestore(restarted, backup, save_freq=1)],
     )  # fmt: skip
     assert first + recorder.train_ids() == reference
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
+@pytest.mark.parametrize(
+    ("samples", "steps", "crash_after"),
+    [
+        (28, 3, 4),  # 7 batches, Keras epochs of 3, 3, 1: in Keras epoch 1, after its first batch
+        (28, 3, 7),  # after the short Keras epoch 2 (its one batch)
+        (28, 3, 8),  # in Keras epoch 3, the first of the next loader epoch
+        (12, 5, 4),  # steps_per_epoch beyond the loader's 3 batches: Keras epochs of 3
+    ],
+)
+def test_backup_and_restore_with_steps_per_epoch_that_do_not_divide_the_loader(
+    tmp_path: Path, samples: int, steps: int, crash_after: int
+) -> None:
+    """A crash anywhere in a fit whose steps_per_epoch does not divide the loader: the
+    restarted fit trains the rest of the Keras epoch it crashed in, then each later Keras
+    epoch on the batches an uninterrupted fit trains it on."""
+    backup = str(tmp_path / "backup")
+    loader = kloader.Loader(IdDataset(samples), batch_size=4, seed=9)
+    expected = keras_epochs(loader, steps, 6)
+    recorder, lengths = IdRecorder(), EpochLengths()
+    model = id_model(recorder)
+    with contextlib.suppress(RuntimeError):
+        model.fit(
+            loader, epochs=6, steps_per_epoch=steps, verbose=0,
+            callbacks=[recorder, kloader.BackupAndRestore(loader, backup, save_freq=1), StopAt(crash_after)],
+        )  # fmt: skip
+    first = recorder.train_ids()
+    assert len(first) == crash_after
+    recorder.train.clear()
+    restarted = kloader.Loader(IdDataset(samples), batch_size=4, seed=9)
+    model.fit(
+        restarted, epochs=6, steps_per_epoch=steps, verbose=0,
+        callbacks=[recorder, lengths, kloader.BackupAndRestore(restarted, backup, save_freq=1)],
+    )  # fmt: skip
+    assert first + recorder.train_ids() == [batch for epoch in expected for batch in epoch]
+    trained = crash_after
+    left = [len(epoch) for epoch in expected]
+    while trained >= left[0]:
+        trained -= left.pop(0)
+    left[0] -= trained  # the Keras epoch the crash was in, less what it had trained
+    assert lengths.lengths == left
 
 
 def test_double_checkpoint_takes_weights_and_position_from_the_same_backup(tmp_path: Path) -> None:
