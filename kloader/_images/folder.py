@@ -116,7 +116,7 @@ class ImageFolder:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str] | None = None,
+        directory: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None,
         *,
         image_size: int | tuple[int, int] = (256, 256),
         label_mode: str | None = "int",
@@ -173,7 +173,7 @@ class ImageFolder:
                 "once and leaves unreadable ones out."
             )
         split = _validate_split(validation_split, subset, seed)
-        root = None if directory is None else os.fspath(directory)
+        root = None if directory is None else os.fsdecode(directory)  # bytes as os.listdir takes them
         index, names, unreachable = scan.find_files(
             root, paths, labels, class_names, label_mode, bool(follow_links), on_error=on_error
         )

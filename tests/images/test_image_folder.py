@@ -53,6 +53,17 @@ def test_classes_labels_and_source_order(tmp_path: Path) -> None:
     assert image.shape == (8, 8, 3) and label == 1 and image[0, 0].tolist() == list(images.PALETTE[0])
 
 
+def test_the_folder_may_be_named_by_str_path_or_bytes(tmp_path: Path) -> None:
+    """As `os.listdir` takes them: the same files, and `directory` a str, whichever way."""
+    images.make_folder(tmp_path, {"dog": 2, "cat": 1})
+    named = [str(tmp_path), tmp_path, os.fsencode(tmp_path)]
+    folders = [kloader.ImageFolder(directory, image_size=8) for directory in named]
+    for folder in folders:
+        assert folder.directory == str(tmp_path)
+        assert folder.filenames == folders[0].filenames and len(folder) == 3
+        assert folder.file_paths == folders[0].file_paths
+
+
 def test_every_extension_in_any_case_and_nothing_else(tmp_path: Path) -> None:
     """All image extensions count, in any case; hidden files, hidden folders and other files do not."""
     names = ["a.jpg", "b.JPEG", "c.png", "d.Bmp", "e.gif", "f.tif", "g.TIFF", "h.webp"]
