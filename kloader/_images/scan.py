@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -237,6 +238,7 @@ def _scan_folder(
             "subfolder (e.g. cats/, dogs/), or use label_mode=None for unlabelled images."
         )
     names = _select_classes(root, folders, class_names)
+    _warn_of_loose_images(root, names)
     walks = {name: walk_images(os.path.join(root, name), follow_links=follow_links) for name in names}
     problems.extend(problem for walk in walks.values() for problem in walk.problems)
     _refuse_shared_folders(walks, root)
@@ -253,6 +255,26 @@ def _scan_folder(
         found_paths.extend(os.path.join(name, path) for path in found)
         labels.extend([label] * len(found))
     return FileIndex.build(found_paths, labels), names
+
+
+def _warn_of_loose_images(root: str, names: list[str]) -> None:
+    """Images directly in the root have no class: said, not dropped without a word."""
+    loose = sorted(
+        name
+        for name in os.listdir(root)
+        if not name.startswith(".") and is_image_name(name) and os.path.isfile(os.path.join(root, name))
+    )
+    if loose:
+        examples = ", ".join(repr(name) for name in loose[:3])
+        classes = ", ".join(f"{name}/" for name in names[:3]) + (", ..." if len(names) > 3 else "")
+        warnings.warn(
+            f"kloader.ImageFolder leaves out {len(loose)} image files directly in {root!r} (such as "
+            f"{examples}): labels come from the class subfolders ({classes}), and these are in none. "
+            "Move them into their class's folder, or pass label_mode=None to read every image "
+            "unlabelled.",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 def _describe_others(others: list[str]) -> str:

@@ -64,6 +64,23 @@ def test_the_folder_may_be_named_by_str_path_or_bytes(tmp_path: Path) -> None:
         assert folder.file_paths == folders[0].file_paths
 
 
+def test_images_beside_the_class_folders_are_named_in_a_warning(tmp_path: Path) -> None:
+    """Labels come from the class folders: loose images in the root are left out, as Keras
+    leaves them out, but with a warning that names them; label_mode=None reads them."""
+    images.make_folder(tmp_path, {"dog": 2, "cat": 1})
+    images.write_solid(tmp_path / "stray.jpg", (1, 2, 3))
+    images.write_solid(tmp_path / "other.png", (1, 2, 3))
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.warns(
+        UserWarning, match=r"leaves out 2 image files directly in .*'other\.png', 'stray\.jpg'"
+    ) as caught:
+        folder = kloader.ImageFolder(tmp_path, image_size=8)
+    assert "label_mode=None" in str(caught[0].message) and "cat/, dog/" in str(caught[0].message)
+    assert caught[0].filename == __file__  # points at the user's line
+    assert len(folder) == 3
+    assert len(kloader.ImageFolder(tmp_path, image_size=8, label_mode=None)) == 5  # no warning
+
+
 def test_every_extension_in_any_case_and_nothing_else(tmp_path: Path) -> None:
     """All image extensions count, in any case; hidden files, hidden folders and other files do not."""
     names = ["a.jpg", "b.JPEG", "c.png", "d.Bmp", "e.gif", "f.tif", "g.TIFF", "h.webp"]
