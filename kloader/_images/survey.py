@@ -144,14 +144,18 @@ def _size_lines(files: list[FileInfo]) -> list[str]:
         return []
     widths = np.array([w for w, _ in sizes])
     heights = np.array([h for _, h in sizes])
+    # Sizes that some image has: the widest and the tallest may be different images.
+    smallest = min(sizes, key=lambda size: (size[0] * size[1], size))
+    largest = max(sizes, key=lambda size: (size[0] * size[1], size))
     common = collections.Counter(sizes).most_common(3)
     formats = collections.Counter(info.format for info in files if info.format)
     modes = collections.Counter(info.mode for info in files if info.mode)
     return [
         "Image sizes (width x height, as stored): "
-        f"min {widths.min()}x{heights.min()}, median {int(np.median(widths))}x{int(np.median(heights))}, "
-        f"max {widths.max()}x{heights.max()}; {len(set(sizes))} distinct; most common "
-        + ", ".join(f"{w}x{h} ({n})" for (w, h), n in common),
+        f"smallest {smallest[0]}x{smallest[1]}, largest {largest[0]}x{largest[1]} (in pixels); "
+        f"widths {widths.min()}-{widths.max()} (median {int(np.median(widths))}), "
+        f"heights {heights.min()}-{heights.max()} (median {int(np.median(heights))}); "
+        f"{len(set(sizes))} distinct; most common " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in common),
         "Formats: " + ", ".join(f"{name} {n}" for name, n in formats.most_common()),
         "Modes: " + ", ".join(f"{name} {n}" for name, n in modes.most_common()),
     ]

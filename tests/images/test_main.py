@@ -27,6 +27,7 @@ def test_inspect_reports_classes_sizes_and_unreadable_files(tmp_path: Path) -> N
     """Counts per class in label order, sizes, formats, ignored and unreadable files; exit code 1."""
     images.make_folder(tmp_path, {"dog": 2, "cat": 3}, ext="jpg", size=(30, 20))
     images.write_pattern(tmp_path / "dog" / "big.png", size=(64, 48))
+    images.write_pattern(tmp_path / "dog" / "tall.png", size=(20, 60))  # the tallest, not the largest
     images.write_truncated_jpeg(tmp_path / "cat" / "broken.jpg")
     images.write_text(tmp_path / "cat" / "notes.txt")
     images.write_solid(tmp_path / "stray.jpg", (0, 0, 0))
@@ -34,11 +35,13 @@ def test_inspect_reports_classes_sizes_and_unreadable_files(tmp_path: Path) -> N
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert "Classes: 2" in out
-    assert "0  cat        4 images" in out and "1  dog        3 images" in out
-    assert "Total: 7 images" in out
+    assert "0  cat        4 images" in out and "1  dog        4 images" in out
+    assert "Total: 8 images" in out
     assert "1 images lie directly in the folder" in out
     assert "Ignored: 1 files without an image extension (.txt 1)" in out
-    assert "min 30x20, median 30x20, max 64x48" in out and "Formats: JPEG 6, PNG 1" in out
+    assert "smallest 30x20, largest 64x48 (in pixels)" in out
+    assert "widths 20-64 (median 30), heights 20-60 (median 20)" in out
+    assert "Formats: JPEG 6, PNG 2" in out
     assert "Unreadable: 1" in out and "broken.jpg: OSError: image file is truncated" in out
 
 
