@@ -111,3 +111,31 @@ class StopTrainingAt(StopAt):
 
     def stop(self) -> None:
         self.model.stop_training = True
+
+
+def keras_epochs(loader: Any, steps: int, count: int) -> list[list[list[int]]]:
+    """The batches of Keras epochs 0 … count-1 of an uninterrupted `fit(steps_per_epoch=steps)`:
+    slices of `steps` batches of each loader epoch, the last one shorter when `steps` does not
+    divide the loader (Keras leaves an epoch, saying the input ran out, once its iterator has
+    given the loader's length); whole loader epochs when `steps` is the loader's length or more."""
+    epochs: list[list[list[int]]] = []
+    loader_epoch = 0
+    while len(epochs) < count:
+        batches = [loader.indices(batch, loader_epoch).tolist() for batch in range(len(loader))]
+        epochs += [batches[start : start + steps] for start in range(0, len(batches), steps)]
+        loader_epoch += 1
+    return epochs[:count]
+
+
+class EpochLengths(keras.callbacks.Callback):
+    """How many batches each Keras epoch trained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+        self.lengths.append(0)
+
+    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+        self.lengths[-1] = batch + 1

@@ -13,40 +13,12 @@ import pytest
 
 import kloader
 
-from keras_utils import IdRecorder, StopAt, id_model
+from keras_utils import EpochLengths, IdRecorder, StopAt, id_model, keras_epochs
 from utils import IdDataset, id_arrays
 
 
 def epoch_ids(loader: kloader.Loader, epochs: range) -> list[list[int]]:
     return [loader.indices(b, e).tolist() for e in epochs for b in range(len(loader))]
-
-
-def keras_epochs(loader: kloader.Loader, steps: int, count: int) -> list[list[list[int]]]:
-    """The batches of Keras epochs 0 … count-1 of an uninterrupted `fit(steps_per_epoch=steps)`:
-    slices of `steps` batches of each loader epoch, the last one shorter when `steps` does not
-    divide the loader (Keras leaves an epoch, saying the input ran out, once its iterator has
-    given the loader's length); whole loader epochs when `steps` is the loader's length or more."""
-    epochs: list[list[list[int]]] = []
-    loader_epoch = 0
-    while len(epochs) < count:
-        batches = epoch_ids(loader, range(loader_epoch, loader_epoch + 1))
-        epochs += [batches[start : start + steps] for start in range(0, len(batches), steps)]
-        loader_epoch += 1
-    return epochs[:count]
-
-
-class EpochLengths(keras.callbacks.Callback):  # type: ignore[misc]
-    """How many batches each Keras epoch trained."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lengths: list[int] = []
-
-    def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
-        self.lengths.append(0)
-
-    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
-        self.lengths[-1] = batch + 1
 
 
 def test_initial_epoch_trains_on_the_loaders_epoch() -> None:

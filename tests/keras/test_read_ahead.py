@@ -13,6 +13,7 @@ model is being built is exactly what used to shift every epoch by one.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 
 import kloader
 
-from keras_utils import IdRecorder, id_model
+from keras_utils import EpochLengths, IdRecorder, id_model, keras_epochs
 from utils import IdDataset, assert_labels, expected_labels, jitter_label, workers_up
 
 pytestmark = pytest.mark.backend("jax", "torch")
@@ -109,6 +110,25 @@ def test_steps_per_epoch_under_read_ahead(read_ahead: str) -> None:
     )
     assert_labels(recorder.train, expected_labels(loader, 2))
     assert loader.epoch == 2
+
+
+@pytest.mark.parametrize("initial_epoch", [1, 2])
+def test_steps_per_epoch_that_do_not_divide_the_loader_under_read_ahead(
+    read_ahead: str, initial_epoch: int
+) -> None:
+    """7 batches in Keras epochs of 3 (3, 3, 1), started in the middle of a loader epoch and on
+    its short slice: each Keras epoch trains on the uninterrupted run's batches for it."""
+    recorder, lengths = IdRecorder(), EpochLengths()
+    loader = kloader.Loader(IdDataset(28), batch_size=4, seed=3)
+    expected = keras_epochs(loader, 3, 7)[initial_epoch:]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        id_model(recorder, built=False).fit(
+            loader, epochs=7, initial_epoch=initial_epoch, steps_per_epoch=3, verbose=0,
+            callbacks=[recorder, lengths, kloader.EpochSync(loader)],
+        )  # fmt: skip
+    assert recorder.train_ids() == [batch for epoch in expected for batch in epoch]
+    assert lengths.lengths == [len(epoch) for epoch in expected]
 
 
 def test_validation_on_the_training_loader_does_not_move_its_epoch(read_ahead: str) -> None:
