@@ -76,6 +76,13 @@ class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
     own epochs and a second `fit` continues where the first stopped; with it,
     Keras's epoch numbers rule (a second `fit` from epoch 0 replays epoch 0).
 
+    A validation loader (any loader but the one `fit` trains on) is put where an
+    uninterrupted run's validation would read it: each validation reads one whole
+    epoch of it, so it starts at the epoch that counts the validations
+    `validation_freq` runs before epoch k. (With `validation_steps` shorter than
+    the loader, Keras restarts the validation iterator at every validation: each
+    reads the first batches of the loader's epoch 0, which never completes.)
+
     Args:
         *loaders: the training loader, and any others (validation) to keep in step.
 
@@ -92,11 +99,13 @@ class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
             raise TypeError("EpochSync(*loaders) takes one or more kloader.Loader objects.")
         self.loaders = loaders
         self._first_epoch = True
+        self._validation: internals.FitValidation | None = None
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._first_epoch = True
+        self._validation = internals.fit_validation(internals.caller_frame(0))
         for loader in self.loaders:
-            _follow_steps(loader, self.params.get("steps"))
+            _follow_steps(loader, self._steps_of(loader))
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         if self._first_epoch:
@@ -104,9 +113,25 @@ class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
             for loader in self.loaders:
                 self._position(loader, epoch)
 
+    def _trains_on(self, loader: Loader) -> bool:
+        if self._validation is None or self._validation.training_data is None:
+            return loader is self.loaders[0]  # no Keras fit seen: as documented, the first
+        return loader is self._validation.training_data
+
+    def _steps_of(self, loader: Loader) -> int | None:
+        # Keras's evaluate restarts its iterator at every validation: never slices.
+        return self.params.get("steps") if self._trains_on(loader) else None
+
     def _position(self, loader: Loader, keras_epoch: int) -> None:
-        epoch, batch = _position_of_keras_epoch(loader, keras_epoch, self.params.get("steps"))
-        feed_of(loader).jump_to(epoch, batch)
+        if self._trains_on(loader):
+            epoch, batch = _position_of_keras_epoch(loader, keras_epoch, self._steps_of(loader))
+            feed_of(loader).jump_to(epoch, batch)
+            return
+        validation = self._validation or internals.FitValidation(training_data=None, steps=None, freq=1)
+        if validation.steps is not None and validation.steps < len(loader):
+            feed_of(loader).jump_to(0, 0)  # its validations never complete an epoch
+        else:
+            feed_of(loader).jump_to(validation.validations_before(keras_epoch), 0)
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]

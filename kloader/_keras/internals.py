@@ -10,6 +10,7 @@ never reorders its batches, and TensorFlow never peeks at `__getitem__`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import sys
@@ -220,6 +221,37 @@ def call_epoch_iterator(call: FrameType) -> EpochIterator | None:
     """The EpochIterator a running `fit` / `evaluate` / `predict` built (its local `epoch_iterator`)."""
     found = call_local(call, "epoch_iterator")
     return found if isinstance(found, EpochIterator) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class FitValidation:
+    """What a running `fit` trains on and how it validates, as its callbacks cannot see it:
+    Keras's `params` hold the training steps only."""
+
+    training_data: Any  # the data adapter of fit's own EpochIterator (a Loader is its own)
+    steps: int | None  # validation_steps: Keras takes consecutive slices of that many batches
+    freq: Any  # validation_freq: an int n (every n-th epoch) or a container of epoch numbers (from 1)
+
+    def validations_before(self, keras_epoch: int) -> int:
+        """How many validations a fit from epoch 0 runs before Keras epoch `keras_epoch`."""
+        if isinstance(self.freq, int):
+            return keras_epoch // self.freq
+        return sum(1 for epoch in range(1, keras_epoch + 1) if epoch in self.freq)
+
+
+def fit_validation(frame: FrameType | None) -> FitValidation | None:
+    """What the Keras `fit` above `frame` (a callback's hook) trains on and validates with."""
+    call = outermost_keras_call(frame)
+    if call is None or call.f_code.co_name != "fit":
+        return None
+    epoch_iterator = call_epoch_iterator(call)
+    steps = call_local(call, "validation_steps")
+    freq = call_local(call, "validation_freq")
+    return FitValidation(
+        training_data=getattr(epoch_iterator, "data_adapter", None),
+        steps=steps if isinstance(steps, int) and steps > 0 else None,
+        freq=freq if freq is not None else 1,
+    )
 
 
 def add_callback(call: FrameType, callback: Any) -> bool:

@@ -67,6 +67,65 @@ def test_epoch_sync_with_steps_per_epoch_that_do_not_divide_the_loader(initial_e
     assert len(ran_out) == sum(len(epoch) < 3 for epoch in expected)
 
 
+class ValidationRuns(keras.callbacks.Callback):
+    """The batches of each validation, by the Keras epoch at whose end it ran."""
+
+    def __init__(self, recorder: IdRecorder):
+        super().__init__()
+        self.recorder = recorder
+        self.runs: dict[int, list[list[int]]] = {}
+        self._epoch = 0
+        self._seen = 0
+
+    def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+        self._epoch = epoch
+
+    def on_test_end(self, logs: object = None) -> None:  # after the recorder's, which flushes
+        ids = self.recorder.test_ids()
+        self.runs[self._epoch] = ids[self._seen :]
+        self._seen = len(ids)
+
+
+@pytest.mark.parametrize(
+    ("validation_steps", "validation_freq"), [(None, 1), (None, 2), (2, 1), (3, [2, 3, 5])]
+)
+@pytest.mark.parametrize("steps_per_epoch", [None, 3])
+def test_epoch_sync_puts_a_validation_loader_where_an_uninterrupted_fit_reads_it(
+    steps_per_epoch: int | None, validation_steps: int | None, validation_freq: int | list[int]
+) -> None:
+    """EpochSync(train, validation) from initial epochs 1, 2 and 3: each validation reads
+    what the uninterrupted fit's validation at that epoch reads, whatever the training
+    loader's steps_per_epoch and the validation_freq: one whole epoch of the validation
+    loader per validation, or, with validation_steps shorter than it, the same first
+    batches every time (Keras restarts its validation iterator at each validation)."""
+
+    def fit(initial_epoch: int) -> tuple[dict[int, list[list[int]]], kloader.Loader]:
+        recorder = IdRecorder()
+        runs = ValidationRuns(recorder)
+        train = kloader.Loader(IdDataset(28), batch_size=4, seed=3)  # 7 batches
+        validation = kloader.Loader(IdDataset(20), batch_size=4, seed=11)  # 5 batches, shuffled
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+            id_model(recorder).fit(
+                train, validation_data=validation, epochs=6, initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                validation_freq=validation_freq, verbose=0,
+                callbacks=[recorder, runs, kloader.EpochSync(train, validation)],
+            )  # fmt: skip
+        return runs.runs, validation
+
+    reference, validation = fit(0)
+    if validation_steps is None:  # validation n reads the validation loader's epoch n, whole
+        assert list(reference.values()) == [
+            epoch_ids(validation, range(n, n + 1)) for n in range(len(reference))
+        ]
+    else:
+        assert all(run == epoch_ids(validation, range(1))[:validation_steps] for run in reference.values())
+    for initial_epoch in (1, 2, 3):
+        resumed, _ = fit(initial_epoch)
+        assert resumed == {epoch: run for epoch, run in reference.items() if epoch >= initial_epoch}
+
+
 def test_keras_backup_and_restore_with_epoch_sync(tmp_path: Path) -> None:
     """Keras's own BackupAndRestore resumes at the interrupted epoch; with EpochSync
     that epoch trains on the loader's order for it (from its first batch, as Keras

@@ -158,6 +158,34 @@ def test_callback_lists_shut_their_thread_pool_down_in_del_before_keras_3_12() -
         assert "self._executor.shutdown(" in inspect.getsource(keras.callbacks.CallbackList.__del__)
 
 
+def test_fit_shows_epoch_sync_its_training_data_and_how_it_validates() -> None:
+    """EpochSync tells the training loader from a validation loader by fit's EpochIterator
+    (whose data adapter a Loader is), and places a validation loader from fit's
+    `validation_steps` and `validation_freq` (Keras's params hold neither). Keras's
+    evaluate restarts its iterator at every validation (so a validation shorter than the
+    loader never completes an epoch), and validates after the epochs its `_should_eval` says."""
+    train = kloader.Loader(IdDataset(8), batch_size=4)
+    validation = kloader.Loader(IdDataset(8), batch_size=4)
+    seen: list[Any] = []
+
+    class Look(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            seen.append(internals.fit_validation(sys._getframe()))
+
+    id_model(IdRecorder()).fit(
+        train, validation_data=validation, validation_steps=1, validation_freq=[2], epochs=1,
+        verbose=0, callbacks=[Look()],
+    )  # fmt: skip
+    assert seen == [internals.FitValidation(training_data=train, steps=1, freq=[2])]
+    assert {"validation_steps", "validation_freq"} <= set(inspect.signature(keras.Model.fit).parameters)
+    assert "epoch_iterator.reset()" in inspect.getsource(keras.Model.evaluate)
+    model = id_model(IdRecorder())
+    for freq in (1, 2, 3, [1, 4], [2, 3, 5]):
+        for epoch in range(7):
+            validated = sum(model._should_eval(before, freq) for before in range(epoch))
+            assert internals.FitValidation(None, None, freq).validations_before(epoch) == validated
+
+
 def test_on_train_batch_end_gets_the_step_index_that_kloader_counts_from() -> None:
     """A fit that ends in the middle of a loader epoch leaves the loader after the batches it
     trained, counted from `on_train_batch_end(batch)`: with one step per execution, `batch`
