@@ -155,6 +155,27 @@ class IteratorPasses:
             if not made.discarded and not (made.completed and made.trained == made.handed_out)
         ]
 
+    def evaluated(self, batches: int) -> None:
+        """An evaluation (one epoch, after which the framework throws its pass away) used
+        `batches` batches of the latest pass. If that is fewer than the pass holds, the
+        pass never completes, as where nothing reads ahead: a completion that came first
+        (a prefetch, tf.data's, that pulled the pass to its end, possibly still pulling
+        in its own thread) is taken back, and the cursor returns to the pass's start."""
+        if not self._in_training:
+            return
+        latest = self._in_training[-1]
+        if not latest.started or batches >= latest.handed_out + latest.remaining:
+            return
+        latest.discard()
+        if latest.completed and self.cursor.advance_from_any((latest.position,), latest.start):
+            _log.debug(
+                "kloader: an evaluation used %d of the %d batches of a pass from epoch %d, "
+                "batch %d: the pass does not complete",
+                batches,
+                latest.handed_out,
+                *latest.start,
+            )
+
     def stopped(self) -> None:
         """The framework stopped in the middle of an epoch: a pass it trained only part of
         is trained again from its start by the next call."""

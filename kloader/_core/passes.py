@@ -80,6 +80,7 @@ class Pass:
         self.completed = False
         self.discarded = False
         self.closed = False
+        self._ending = threading.Lock()  # complete() and discard(), from any thread
 
     @property
     def handed_out_all(self) -> bool:
@@ -144,11 +145,14 @@ class Pass:
         """The pass finished its epoch: the cursor moves past its last position, unless the
         pass never started, was discarded, already completed, or the cursor was moved
         since the pass read it. Returns whether the cursor moved."""
-        if self.completed or self.discarded or not self.started:
-            return False
-        self.completed = True
-        return self.cursor.advance(self.start, self.position)
+        with self._ending:
+            if self.completed or self.discarded or not self.started:
+                return False
+            self.completed = True
+            return self.cursor.advance(self.start, self.position)
 
     def discard(self) -> None:
-        """The pass was thrown away: it never completes."""
-        self.discarded = True
+        """The pass was thrown away: it never completes. Once this returns, a completion
+        running in another thread (tf.data's) has either finished or will not happen."""
+        with self._ending:
+            self.discarded = True

@@ -57,7 +57,10 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     at each `on_train_batch_end`) and reports them at the epoch's end, with
     whether a callback set `stop_training` at a batch's end, so that a `fit` that
     ends in the middle of a loader epoch leaves the loader after its last
-    trained batch (or, stopped, at that epoch's start). With
+    trained batch (or, stopped, at that epoch's start). It counts the batches
+    each evaluation (an `evaluate`, or the validation inside `fit`) used in the
+    same way, and reports them at its end: tf.data's prefetch may have pulled
+    the whole epoch where `steps` / `validation_steps` used less. With
     `steps_per_execution` > 1 older Keras reports the first step of each
     execution: then no batch is counted.
     """
@@ -71,6 +74,7 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
         self._key = key
         self._steps: int | None = 0
         self._stopped = False
+        self._tested: int | None = 0
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         # self._model, not self.model: on JAX that property syncs the model's state.
@@ -93,10 +97,20 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
         if hook == self._hook and calls is not None:
             calls._end(self._key, "Keras ran its closing callback hook")
 
+    def on_test_begin(self, logs: Any = None) -> None:
+        self._tested = 0
+
+    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self._tested is not None:
+            self._tested = internals.steps_trained(getattr(self, "_model", None), batch, self._tested)
+
     def on_train_end(self, logs: Any = None) -> None:
         self._closing("on_train_end")
 
     def on_test_end(self, logs: Any = None) -> None:
+        calls = self._calls()
+        if self._tested is not None and calls is not None:
+            calls.on_evaluated(self._key, self._tested)
         self._closing("on_test_end")
 
     def on_predict_end(self, logs: Any = None) -> None:
@@ -111,6 +125,7 @@ class KerasCalls:
         self._on_last_end = on_last_end
         self.on_end: Callable[[CallKey], None] = _ignore
         self.on_epoch_trained: Callable[[CallKey, int, bool], None] = _ignore_trained
+        self.on_evaluated: Callable[[CallKey, int], None] = _ignore_evaluated
         self._lock = threading.Lock()
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
 
@@ -172,6 +187,10 @@ def _key(call: FrameType, built: Any) -> CallKey:
 
 
 def _ignore_trained(key: CallKey, batches: int, stopped: bool) -> None:
+    pass
+
+
+def _ignore_evaluated(key: CallKey, batches: int) -> None:
     pass
 
 

@@ -48,6 +48,7 @@ class KerasFeed:
         self.calls = calls
         calls.on_end = self._call_ended
         calls.on_epoch_trained = self._epoch_trained
+        calls.on_evaluated = self._evaluated
         # The passes of each open call's EpochIterators, closed when the call ends.
         self._passes_of_call: dict[CallKey, list[IteratorPasses]] = {}
         self._iterators: weakref.WeakKeyDictionary[Any, IteratorPasses] = weakref.WeakKeyDictionary()
@@ -175,6 +176,12 @@ class KerasFeed:
             passes.trained(batches)
             if stopped:
                 passes.stopped()
+
+    def _evaluated(self, key: CallKey, batches: int) -> None:
+        training = self._trained_by_call.get(key)
+        for passes in self._passes_of_call.get(key, []):
+            if passes is not training and not passes.reads_only:
+                passes.evaluated(batches)
 
     def _call_ended(self, key: CallKey) -> None:
         self._trained_by_call.pop(key, None)

@@ -232,6 +232,39 @@ def test_passes_kept_for_counting_stay_few_when_nothing_is_counted() -> None:
     assert len(passes._in_training) <= 8
 
 
+def test_an_evaluation_that_used_part_of_a_prefetched_pass_does_not_complete_it() -> None:
+    """evaluate(steps=3) on TensorFlow, whose prefetch pulled all 5 batches (the pass completed
+    as it handed out its last): the pass is taken back, as it is where nothing reads ahead
+    (Keras throws it away at the next evaluation). An evaluation that used them all, and
+    a pass not pulled to its end, keep what they did."""
+    cursor = Cursor(5)
+    evaluation = IteratorPasses(cursor, completes_on_last=True)
+    pulled(evaluation, 5)
+    assert cursor.position == (1, 0)
+    evaluation.epoch_ended()
+    evaluation.evaluated(3)
+    assert cursor.position == (0, 0)
+    evaluation.reset()
+    pulled(evaluation, 5)
+    evaluation.epoch_ended()
+    evaluation.evaluated(5)
+    assert cursor.position == (1, 0)
+    evaluation.reset()
+    pulled(evaluation, 4)
+    evaluation.epoch_ended()
+    evaluation.evaluated(3)
+    assert cursor.position == (1, 0)
+
+
+def test_an_evaluation_does_not_take_back_a_pass_after_a_jump() -> None:
+    cursor = Cursor(5)
+    evaluation = IteratorPasses(cursor, completes_on_last=True)
+    pulled(evaluation, 5)
+    cursor.jump_to(7, 0)
+    evaluation.evaluated(3)
+    assert cursor.position == (7, 0)
+
+
 def test_a_jump_during_the_call_wins_over_what_was_trained() -> None:
     cursor = Cursor(7)
     passes = IteratorPasses(cursor)

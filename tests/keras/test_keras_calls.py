@@ -97,6 +97,22 @@ class VariableLength:
         return np.full((length, 1), index, dtype=np.float32), np.float32(index)
 
 
+def test_evaluations_of_fewer_steps_than_the_loader_leave_its_epoch() -> None:
+    """evaluate(steps=3) on a 5-batch loader, five times: each reads the first 3 batches of
+    the loader's epoch 0, which never completes, on every backend (on TensorFlow too, whose
+    prefetch may have pulled all 5); a full evaluate then reads epoch 0 whole and completes it."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=4)
+    model = id_model(recorder)
+    for _ in range(5):
+        model.evaluate(loader, steps=3, verbose=0, callbacks=[recorder])
+        assert loader.epoch == 0
+    model.evaluate(loader, verbose=0, callbacks=[recorder])
+    assert loader.epoch == 1
+    first = [loader.indices(batch, 0).tolist() for batch in range(5)]
+    assert recorder.test_ids() == first[:3] * 5 + first
+
+
 def test_samples_whose_shape_varies_from_batch_to_batch_train() -> None:
     """Batches of (4, 2, 1), (4, 3, 1), (4, 4, 1) ... train on every backend, in order."""
     recorder = IdRecorder()
