@@ -165,6 +165,22 @@ class KerasCalls:
         if last:
             self._on_last_end()
 
+    def end_calls_gone_from_this_thread(self, current: CallKey | None) -> None:
+        """Ends, now, the calls that left through an exception, which the watcher would end
+        within half a second: calls whose EpochIterator was freed, and this thread's calls
+        no longer on its stack. A call that begins on this thread meanwhile (`current`, a
+        retry after a crash) must not take such a call for one still running. The frame
+        of a call that left may have been freed and its address reused by `current`'s:
+        that call is gone too, as `current` built another EpochIterator."""
+        _watcher.end_handed_over()
+        this_thread, stack = threading.get_ident(), sys._getframe()
+        with self._lock:
+            calls = [key for key in self._open if key[0] == this_thread and key != current]
+        for key in calls:
+            reused = current is not None and key[1:3] == current[1:3]
+            if reused or not _on_stack(stack, key[1], key[2]):
+                self._end(key, "its frame is no longer on its thread's stack (seen as the next call began)")
+
     @property
     def open(self) -> int:
         return len(self._open)
@@ -249,7 +265,7 @@ class _Watcher:
             self._handed_over.put((calls, key))
             self._wake.set()
 
-    def _end_handed_over(self) -> None:
+    def end_handed_over(self) -> None:
         while True:
             try:
                 calls, key = self._handed_over.get_nowait()
@@ -261,7 +277,7 @@ class _Watcher:
         while True:
             self._wake.wait(_WATCH_INTERVAL)
             self._wake.clear()
-            self._end_handed_over()
+            self.end_handed_over()
             with self._lock:
                 watched = [calls for calls in self._calls if calls.open]
                 if not watched:

@@ -153,7 +153,13 @@ class KerasFeed:
         passes = self._iterators.get(epoch_iterator)
         if passes is None:
             # Decided before this call is counted as open: a fit that ended may
-            # have left its key (frame ids are reused) to the call starting now.
+            # have left its key (frame ids are reused) to the call starting now. A
+            # fit that left through an exception is ended first: the watcher may not
+            # have seen it yet, and a fit retried at once would only read, never
+            # training an epoch.
+            if self._training is not None and self.calls.is_open(self._training):
+                current = None if call is None else self.calls.key_of(call, epoch_iterator)
+                self.calls.end_calls_gone_from_this_thread(current)
             reads_only = self._training is not None and self.calls.is_open(self._training)
             passes = IteratorPasses(self.cursor, completes_on_last=tensorflow, reads_only=reads_only)
             self._iterators[epoch_iterator] = passes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import re
@@ -18,7 +19,7 @@ import pytest
 import kloader
 from kloader._keras.calls import KerasCalls
 
-from keras_utils import IdRecorder, StopTrainingAt, id_model
+from keras_utils import IdRecorder, StopAt, StopTrainingAt, id_model
 from utils import IdDataset, assert_labels, expected_labels, jitter, jitter_label
 
 
@@ -95,6 +96,25 @@ class VariableLength:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.float32]:
         length = 2 + (index // 4) % 3
         return np.full((length, 1), index, dtype=np.float32), np.float32(index)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_fit_retried_at_once_after_a_crash_trains_the_next_epochs(num_workers: int) -> None:
+    """A fit that raised in epoch 1, then at once (a retry loop, a notebook cell run again)
+    a new fit on the same loader: it trains epochs 1 and 2 and leaves the loader at epoch 3,
+    as it does a second later. Before, until the watcher had seen the first fit end (up to
+    a second with workers), the new fit took it for one still running, and only read:
+    epoch 1 twice, the loader left at epoch 1."""
+    loader = kloader.Loader(IdDataset(19), batch_size=4, seed=4, num_workers=num_workers)  # 5 batches
+    with contextlib.suppress(RuntimeError):
+        id_model(IdRecorder()).fit(loader, epochs=3, verbose=0, callbacks=[StopAt(7)])
+    recorder = IdRecorder()
+    id_model(recorder).fit(loader, epochs=2, verbose=0, callbacks=[recorder])
+    assert recorder.train_ids() == [
+        loader.indices(batch, epoch).tolist() for epoch in (1, 2) for batch in range(5)
+    ]
+    assert loader.epoch == 3
+    assert loader.worker_pids == []
 
 
 def test_evaluations_of_fewer_steps_than_the_loader_leave_its_epoch() -> None:
