@@ -70,8 +70,11 @@ class _ByValue:
 
 
 class _Null:
-    def write(self, data: bytes) -> int:
-        return len(data)
+    """A file that takes and forgets what the pickler writes: bytes, and, for large arrays
+    (protocol 5), the `pickle.PickleBuffer` of their memory, which has no len()."""
+
+    def write(self, data: bytes | pickle.PickleBuffer) -> int:
+        return memoryview(data).nbytes
 
 
 def check_picklable(obj: Any, what: str) -> None:

@@ -106,6 +106,32 @@ def test_lambda_and_closure_transforms_reach_workers_by_value() -> None:
             assert_batches_equal(batches(loader, 2), expected)
 
 
+class LargeArraySource:
+    """A source holding 1 MB of NumPy data, which pickle (protocol 5) hands out as out-of-band buffers."""
+
+    def __init__(self) -> None:
+        self.x = np.arange(8 * 1024 * 32, dtype=np.float32).reshape(-1, 32)
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.float32]:
+        return self.x[index], np.float32(index)
+
+
+def test_a_source_and_a_transform_holding_large_arrays_go_to_the_workers() -> None:
+    """Arrays beyond pickle's 64 KiB in-band limit: the check that the source and the transform
+    can be sent refused them before ("object of type 'pickle.PickleBuffer' has no len()")."""
+    mean = np.ones(8 * 1024 * 32, dtype=np.float32).reshape(-1, 32)
+
+    def centre(sample: tuple[np.ndarray, np.float32], rng: np.random.Generator) -> object:
+        return sample[0] - mean[0], sample[1]
+
+    expected = batches(kloader.Loader(LargeArraySource(), batch_size=4, seed=1, transform=centre), 2)
+    with kloader.Loader(LargeArraySource(), batch_size=4, seed=1, transform=centre, num_workers=2) as loader:
+        assert_batches_equal(batches(loader, 2), expected)
+
+
 def test_unpicklable_transform_is_refused_before_starting() -> None:
     """A transform holding a lock fails up front, saying how to fix it."""
     lock = threading.Lock()
