@@ -142,6 +142,52 @@ def test_interrupted_fit_leaves_no_process_and_no_shared_memory(error: type[Base
 
 
 @pytest.mark.slow
+def test_a_fit_run_again_at_once_after_ctrl_c_gets_working_workers(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal (or Jupyter's interrupt) sends SIGINT to the whole process group,
+    the workers included, in the middle of fit; the script catches it and fits again at once.
+    The second fit trains on new workers. Before, it could inherit the workers the same
+    SIGINT had stopped, and failed with a WorkerError blaming the transform."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, time
+            import keras, numpy as np, kloader
+
+            x = np.random.default_rng(0).random((400, 8)).astype("float32")
+            y = np.arange(400) % 2
+
+            def jitter(sample, rng):
+                return sample[0] + np.float32(rng.normal(scale=0.01)), sample[1]
+
+            class CtrlC(keras.callbacks.Callback):
+                def on_train_batch_end(self, batch, logs=None):
+                    if batch == 3:
+                        os.killpg(os.getpgrp(), signal.SIGINT)
+                        time.sleep(10)  # the KeyboardInterrupt comes here
+
+            loader = kloader.Loader(x, y, batch_size=16, seed=3, transform=jitter, num_workers=2)
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+            model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            try:
+                model.fit(loader, epochs=2, verbose=0, callbacks=[CtrlC()])
+            except KeyboardInterrupt:
+                print("interrupted")
+            model.fit(loader, epochs=1, verbose=0)
+            print("fit again: loader at epoch", loader.epoch)
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, start_new_session=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["interrupted", "fit again: loader at epoch 1"], result.stderr[
+        -3000:
+    ]
+
+
+@pytest.mark.slow
 def test_memory_and_file_descriptors_stay_flat_over_30_epochs() -> None:
     """30 epochs with 2 workers: main and worker memory grow < 5 %, open files do not grow."""
     x = np.random.default_rng(0).integers(0, 255, size=(512, 32, 32, 3), dtype=np.uint8)
