@@ -221,6 +221,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         super().on_epoch_begin(epoch, logs)
         self._keras_epoch = epoch
+        # The epoch a backup records. Keras counts it only from each run's first epoch
+        # end: a resumed run that crashed before that recorded epoch 0.
+        self._current_epoch = epoch
         self._done = 0
         self._last_batch = -1
         if not self._first_epoch:

@@ -289,6 +289,26 @@ def test_backup_and_restore_with_steps_per_epoch_that_do_not_divide_the_loader(
     assert lengths.lengths == left
 
 
+@pytest.mark.parametrize("crashes", [(5, 1), (5, 2), (3, 4), (7, 9)])
+def test_backup_and_restore_after_two_crashes(tmp_path: Path, crashes: tuple[int, int]) -> None:
+    """A run resumed by kloader.BackupAndRestore crashes again, before or after its first
+    epoch end; a third run finishes: together they train the uninterrupted run's sequence.
+    (Keras's own callback counts the epoch from the first epoch end of each run: a crash
+    before it recorded epoch 0 and the third run began again from epoch 0.)"""
+    backup = str(tmp_path / "backup")
+    reference = epoch_ids(kloader.Loader(IdDataset(20), batch_size=4, seed=4), range(4))  # 5 batches
+    recorder = IdRecorder()
+    model = id_model(recorder)
+    for crash in [*crashes, None]:
+        loader = kloader.Loader(IdDataset(20), batch_size=4, seed=4)
+        callbacks = [recorder, kloader.BackupAndRestore(loader, backup, save_freq=1)]
+        if crash is not None:
+            callbacks.append(StopAt(crash))
+        with contextlib.suppress(RuntimeError):
+            model.fit(loader, epochs=4, verbose=0, callbacks=callbacks)
+    assert recorder.train_ids() == reference
+
+
 def test_double_checkpoint_takes_weights_and_position_from_the_same_backup(tmp_path: Path) -> None:
     """double_checkpoint=True with damaged newest weights: Keras restores the previous
     weights, and the loader resumes from the previous backup's position with them, so
