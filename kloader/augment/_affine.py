@@ -117,10 +117,11 @@ class _Scratch:
     again on every call, which can cost more than the arithmetic.
     """
 
-    def __init__(self) -> None:
-        self.x, self.y, self.floor_x, self.floor_y = (np.empty(_CHUNK, np.float32) for _ in range(4))
+    def __init__(self, size: int) -> None:
+        self.size = size  # output pixels per chunk
+        self.x, self.y, self.floor_x, self.floor_y = (np.empty(size, np.float32) for _ in range(4))
         self.x0, self.y0, self.row0, self.row1, self.column0, self.column1 = (
-            np.empty(_CHUNK, np.intp) for _ in range(6)
+            np.empty(size, np.intp) for _ in range(6)
         )
         self._values: dict[tuple[int, np.dtype, np.dtype], tuple[np.ndarray, ...]] = {}
         self._padded = np.empty((0, 0, 0))
@@ -138,20 +139,21 @@ class _Scratch:
         if values is None:
             if len(self._values) >= 4:
                 self._values.clear()
-            raw = np.empty((_CHUNK, channels), source)
-            values = (raw, *(np.empty((_CHUNK, channels), work) for _ in range(5)))
+            raw = np.empty((self.size, channels), source)
+            values = (raw, *(np.empty((self.size, channels), work) for _ in range(5)))
             self._values[key] = values
         return values
 
 
-_CHUNK = 16384  # output pixels per step: bounds the scratch memory whatever the image size
+_CHUNK = 16384  # output pixels per step (or one row, if wider): bounds the scratch memory
 _local = threading.local()
 
 
-def _scratch() -> _Scratch:
+def _scratch(size: int) -> _Scratch:
+    """This thread's scratch arrays for chunks of `size` output pixels."""
     scratch: _Scratch | None = getattr(_local, "scratch", None)
-    if scratch is None:
-        scratch = _local.scratch = _Scratch()
+    if scratch is None or scratch.size != size:
+        scratch = _local.scratch = _Scratch(size)
     return scratch
 
 
@@ -173,7 +175,8 @@ def warp(
         info = np.iinfo(image.dtype)
         fill_value = float(np.clip(np.rint(fill_value), info.min, info.max))
     grid = _Grid(matrix, height, width, interpolation == "nearest")
-    scratch = _scratch()
+    step = max(1, _CHUNK // width)  # rows per chunk
+    scratch = _scratch(max(_CHUNK, width))
     pixels = _pixels(image, fill_mode, fill_value, scratch)
     columns = _index_table(grid.x_lo, grid.x_hi + 1, width, fill_mode)
     rows = _index_table(grid.y_lo, grid.y_hi + 1, height, fill_mode)
@@ -183,7 +186,6 @@ def warp(
     # C order whatever the input's layout, so that flat_out is a view of out.
     out = np.empty(image.shape, image.dtype)
     flat_out = out.reshape(-1, channels)
-    step = max(1, _CHUNK // width)
     for first in range(0, height, step):
         last = min(height, first + step)
         n = (last - first) * width

@@ -300,6 +300,27 @@ def test_the_output_does_not_depend_on_the_images_memory_layout(name: str) -> No
         np.testing.assert_array_equal(transform(held, rng(5)), expected, err_msg=layout)
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_images_wider_than_a_chunk_are_warped_as_narrow_ones(
+    interpolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warp works through the image in chunks of 16384 output pixels, whole rows each:
+    a row wider than that (a panorama, a line scan) is one chunk, not a crash, and the output
+    is the one chunks of any size give."""
+    from kloader.augment import _affine
+
+    wide = np.random.default_rng(1).integers(0, 256, (3, 20_000, 3), dtype=np.uint8)
+    narrow = np.ascontiguousarray(wide[:, :100])
+    rotate = augment.RandomRotation(5, interpolation=interpolation)
+    warped, narrow_warped = rotate(wide, rng(7)), rotate(narrow, rng(7))
+    assert warped.shape == wide.shape and warped.dtype == wide.dtype
+    monkeypatch.setattr(_affine, "_CHUNK", 1 << 20)  # the whole image in one chunk
+    np.testing.assert_array_equal(rotate(wide, rng(7)), warped)
+    for chunk in (64, 250):  # rows wider than a chunk; two rows and a half per chunk
+        monkeypatch.setattr(_affine, "_CHUNK", chunk)
+        np.testing.assert_array_equal(rotate(narrow, rng(7)), narrow_warped)
+
+
 def test_a_loader_over_a_fortran_order_array_gives_the_batches_of_its_c_order_copy() -> None:
     # SVHN from its .mat file: Fortran-order (32, 32, 3, N), transposed to (N, 32, 32, 3).
     stored = np.asfortranarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3, 20), dtype=np.uint8))
