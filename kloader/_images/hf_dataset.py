@@ -276,7 +276,10 @@ def _default_targets(kinds: dict[str, str], exclude: list[str]) -> list[str] | N
 
 
 def _numpy_dtype(feature: Any) -> np.dtype[Any] | None:
-    """The NumPy dtype a column declares (Value / ClassLabel), or None to let NumPy choose."""
+    """The NumPy dtype a column declares (Value / ClassLabel / ArrayND, or the Value inside
+    a Sequence / List), or None to let NumPy choose."""
+    while not isinstance(getattr(feature, "dtype", None), str) and hasattr(feature, "feature"):
+        feature = feature.feature  # Sequence(Value("float32")), List(...), nested
     declared = getattr(feature, "dtype", None)
     if not isinstance(declared, str):
         return None

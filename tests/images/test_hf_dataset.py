@@ -80,11 +80,21 @@ def test_columns_by_name_multi_input_and_no_targets() -> None:
     x, y = source[1]
     assert x["a"].dtype == np.float32 and x["a"] == np.float32(2.5)
     assert x["b"].tolist() == [3, 4] and int(y) == 1
+    assert x["b"].dtype == np.int32, "a Sequence column keeps the dtype of its Value"
     assert kloader.HFDataset(dataset).y_columns == ["kind"]
     alone = kloader.HFDataset(dataset, x="a", y=())
     assert alone[2] == np.float32(3.5)
     batch = kloader.Loader(source, batch_size=3, shuffle=False)[0]
-    assert batch[0]["b"].shape == (3, 2) and batch[1].tolist() == [0, 1, 1]
+    assert (
+        batch[0]["b"].shape == (3, 2) and batch[0]["b"].dtype == np.int32 and batch[1].tolist() == [0, 1, 1]
+    )
+    nested = datasets.Dataset.from_dict(
+        {"points": [[[0.5, 1.5]], [[2.5, 3.5]]]},
+        features=datasets.Features(
+            {"points": datasets.Sequence(datasets.Sequence(datasets.Value("float32")))}
+        ),
+    )
+    assert kloader.HFDataset(nested, x="points", y=())[1].dtype == np.float32
 
 
 def test_strings_missing_columns_and_other_hf_objects_are_refused() -> None:
