@@ -8,6 +8,7 @@ applied to the wrong data.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from kloader._core import seeding
@@ -46,7 +47,7 @@ def check(
         raise ValueError(
             f"Not a kloader.Loader state: {str(state)[:80]!r}. Pass what loader.state_dict() returned."
         )
-    if state.get("version") != VERSION:
+    if not _same(state.get("version"), VERSION):
         raise ValueError(
             f"Unknown kloader state version {state.get('version')!r}; this kloader reads version "
             f"{VERSION}. The state was written by another kloader release: load it with that release."
@@ -56,7 +57,7 @@ def check(
         raise ValueError(f"The kloader state is missing {missing}; it may have been edited or truncated.")
     for key, fix in LAYOUT_KEYS.items():
         mine = layout[key]
-        if state[key] != mine:
+        if not _same(state[key], mine):
             raise ValueError(f"The state has {key}={state[key]!r} but this loader has {key}={mine!r}: {fix}.")
     saved_seed = seeding.validate_seed(state["seed"], name="state['seed']")
     if seed_was_given and saved_seed != seed:
@@ -65,12 +66,24 @@ def check(
             f"Build it with seed={saved_seed}, or with seed=None to take the seed from the state."
         )
     epoch, batch = state["epoch"], state["batch"]
-    valid = (
-        isinstance(epoch, int) and epoch >= 0 and isinstance(batch, int) and 0 <= batch < batches_per_epoch
-    )
+    valid = _is_count(epoch) and _is_count(batch) and batch < batches_per_epoch
     if not valid:
         raise ValueError(
             f"The state's position (epoch={epoch!r}, batch={batch!r}) is not valid for a loader of "
             f"{batches_per_epoch} batches per epoch."
         )
     return saved_seed, epoch, batch
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+
+
+def _same(saved: Any, expected: Any) -> bool:
+    """Equal, and a bool where a bool is expected, an integer (not a bool) where an integer
+    is: an edited state's True, 1.0 or 1 is not a loader's 1, 1 or True (1 == 1.0 == True)."""
+    if isinstance(expected, bool):
+        return isinstance(saved, bool) and saved == expected
+    if isinstance(expected, numbers.Integral):
+        return isinstance(saved, numbers.Integral) and not isinstance(saved, bool) and saved == expected
+    return bool(saved == expected)

@@ -68,6 +68,13 @@ def _state(**changes: object) -> dict[str, object]:
         ({"seed": 2}, "saved with seed=2 but this loader was built with seed=1"),
         ({"batch": 4}, "not valid for a loader of 4 batches"),
         ({"epoch": -1}, "not valid"),
+        # Values of another type that == would let through (True == 1 == 1.0): an edited state.
+        ({"version": True}, "Unknown kloader state version True"),
+        ({"version": 1.0}, "Unknown kloader state version 1.0"),
+        ({"shuffle": 1}, "shuffle=1 but this loader has shuffle=True"),
+        ({"num_samples": 20.0}, "num_samples=20.0 but this loader has num_samples=20"),
+        ({"epoch": True}, "not valid"),
+        ({"batch": 1.0}, "not valid"),
     ],
 )
 def test_bad_states_are_refused(changes: dict[str, object], message: str) -> None:
