@@ -46,7 +46,14 @@ def _tensorflow_shard() -> tuple[int, int] | None:
         config = json.loads(os.environ["TF_CONFIG"])
     except ValueError as error:
         raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {os.environ['TF_CONFIG']!r}.") from None
-    cluster, task = config.get("cluster", {}), config.get("task", {})
+    cluster = config.get("cluster", {}) if isinstance(config, dict) else None
+    task = config.get("task", {}) if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ValueError(
+            'TF_CONFIG must be a JSON object {"cluster": {"worker": [...], ...}, "task": {"type": '
+            f'"worker", "index": 0}}}}, got {os.environ["TF_CONFIG"]!r}. Fix TF_CONFIG (or pass '
+            "shard=(index, count) to kloader.Loader)."
+        )
     workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
     if len(workers) < 2 or task.get("type") not in ("chief", "worker"):
         return None

@@ -29,7 +29,7 @@ _CACHED_PERMUTATIONS = 3
 
 
 def _resolve_shard(shard: Any) -> tuple[tuple[int, int], str]:
-    if shard == "auto":
+    if isinstance(shard, str) and shard == "auto":  # not `shard == "auto"`: an array compares elementwise
         return distributed.detect_shard()
     if shard is None:
         return (0, 1), "none"

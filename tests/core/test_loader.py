@@ -279,9 +279,11 @@ def test_transform_cannot_write_into_the_source() -> None:
 
 def test_bad_shard() -> None:
     """shard must be (index, count) with 0 <= index < count."""
-    for shard in [(2, 2), (-1, 2), (0, 0), "0/2", (0.5, 2)]:
+    for shard in [(2, 2), (-1, 2), (0, 0), "0/2", (0.5, 2), np.array([2, 2]), np.array([1])]:
         with pytest.raises(ValueError, match="`shard` must be"):
             kloader.Loader(id_arrays(10), batch_size=2, shard=shard)  # type: ignore[arg-type]
+    as_array = kloader.Loader(id_arrays(10), batch_size=2, seed=1, shard=np.array([1, 2]))  # type: ignore[arg-type]
+    assert (as_array.shard_index, as_array.num_shards) == (1, 2)
 
 
 def test_shards_split_each_epoch_of_the_global_order() -> None:

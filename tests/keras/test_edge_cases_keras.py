@@ -62,6 +62,19 @@ def test_predict_on_an_unshuffled_loader_does_not_warn() -> None:
 
 
 @pytest.mark.backend("tensorflow")
+@pytest.mark.parametrize(
+    "config",
+    ['[{"type": "worker"}]', '{"cluster": ["localhost:1", "localhost:2"], "task": {}}', '{"task": 3}'],
+)
+def test_tf_config_of_another_shape_is_refused_with_the_shape_it_needs(
+    monkeypatch: pytest.MonkeyPatch, config: str
+) -> None:
+    monkeypatch.setenv("TF_CONFIG", config)
+    with pytest.raises(ValueError, match=r"TF_CONFIG must be a JSON object .*cluster.*task"):
+        kloader.Loader(IdDataset(12), batch_size=2, seed=1)
+
+
+@pytest.mark.backend("tensorflow")
 @pytest.mark.parametrize("task", [{"type": "worker", "index": 2}, {"type": "chief", "index": 1}])
 def test_tf_config_task_outside_the_cluster_is_refused(monkeypatch: pytest.MonkeyPatch, task: dict) -> None:
     """A TF_CONFIG task index outside the cluster is refused, as an explicit bad shard is."""
