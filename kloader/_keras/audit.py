@@ -369,18 +369,24 @@ def run_once(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+        # The log lives in a temporary folder that is gone once the audit returns: quote it.
         raise AuditError(
             f"the {backend} run did not finish within {timeout:.0f} s (a hang in the data or its "
-            f"workers?); its output is in {log_path}. Raise the limit with --timeout."
+            f"workers?). Raise the limit with --timeout. Its output ends with:\n{_tail(log_path)}"
         ) from None
     reader.join(timeout=5)
     if status != 0:
-        with open(log_path) as log:
-            tail = log.read()[-3000:]
-        raise AuditError(f"the {backend} run failed (exit status {status}). Its output ends with:\n{tail}")
+        raise AuditError(
+            f"the {backend} run failed (exit status {status}). Its output ends with:\n{_tail(log_path)}"
+        )
     with open(out) as file:
         result: dict[str, Any] = json.load(file)
     return result
+
+
+def _tail(log_path: str) -> str:
+    with open(log_path, errors="replace") as log:
+        return log.read()[-3000:] or "(nothing)"
 
 
 class AuditError(Exception):

@@ -97,6 +97,17 @@ def test_a_function_that_fails_is_reported_with_its_error() -> None:
     assert "no function 'no_such_function'" in result.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.backend("jax", "torch")
+def test_a_run_past_the_timeout_is_stopped_and_its_output_quoted() -> None:
+    """A hang: the run is killed at --timeout, exit 2, and the message quotes what the run
+    printed (its log is in a temporary folder that is gone when the audit returns)."""
+    result = run_audit("audit_data:hangs", "--timeout", "20", "--runs", "1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "did not finish within 20 s" in result.stdout
+    assert "Its output ends with:" in result.stdout and "reading the data ..." in result.stdout
+
+
 # ------------------------------------------------- analysis (pure logic)
 
 

@@ -7,6 +7,8 @@ data as a kloader.Loader. Both are small, so an audit of them takes seconds.
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 
@@ -73,3 +75,10 @@ def loader_with_workers() -> keras.utils.PyDataset:
     import kloader
 
     return kloader.Loader(*arrays(), batch_size=BATCH_SIZE, seed=42, transform=keep, num_workers=2)
+
+
+def hangs() -> keras.utils.PyDataset:
+    """Data that never comes: what the audit's --timeout is for."""
+    print("reading the data ...", flush=True)
+    time.sleep(600)
+    raise AssertionError("the audit should have stopped this run")
