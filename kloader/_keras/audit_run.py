@@ -117,7 +117,7 @@ def describe(data: Any) -> dict[str, Any]:
         info["kind"] = "arrays"
     elif isinstance(data, dict) and "x" in data:
         info["kind"] = "fit arguments"
-    elif hasattr(data, "__iter__") and not hasattr(data, "__next__"):
+    elif hasattr(data, "__iter__") and not hasattr(data, "__next__") and not isinstance(data, (str, bytes)):
         info["kind"] = "iterable"
     else:
         raise SystemExit(
@@ -143,6 +143,11 @@ def read_reference(data: Any, kind: str) -> tuple[list[str], Any]:
         arguments = fit_arguments(data, kind)
         x, y = arguments["x"], arguments.get("y")
         leaves = keras.tree.flatten(x)
+        if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
+            raise SystemExit(
+                f"audit: the function returned x = {str(x)[:80]!r}, which has no rows. Return the "
+                "arrays you pass to fit, one row per sample: (x, y) or (x, y, sample_weight)."
+            )
         return row_hashes(leaves), (x, y)
     hashes: list[str] = []
     first: Any = None

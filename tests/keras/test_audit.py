@@ -108,6 +108,16 @@ def test_a_run_past_the_timeout_is_stopped_and_its_output_quoted() -> None:
     assert "Its output ends with:" in result.stdout and "reading the data ..." in result.stdout
 
 
+def test_what_cannot_be_replayed_is_refused_with_what_to_return() -> None:
+    """A string is not an iterable of batches, and a tuple of scalars not arrays of rows."""
+    from kloader._keras import audit_run
+
+    with pytest.raises(SystemExit, match="Return what you pass to fit"):
+        audit_run.describe("hello")
+    with pytest.raises(SystemExit, match="which has no rows"):
+        audit_run.read_reference(("a", "b"), audit_run.describe(("a", "b"))["kind"])
+
+
 # ------------------------------------------------- analysis (pure logic)
 
 
