@@ -23,6 +23,7 @@ The callbacks (`EpochSync`, `BackupAndRestore`) steer the feed through
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -67,6 +68,7 @@ class KerasFeed:
         # An error raised while tf.data made a batch, to raise in the main thread.
         self._error: Exception | None = None
         self._quiet: internals.RanOutSilenced | None = None
+        self._error_lock = threading.Lock()  # tf.data's thread sets the error, a call's end drops it
 
     def jump_to(self, epoch: int, batch: int) -> None:
         """The next pass starts at batch `batch` of `epoch` (past the last batch: the next epoch)."""
@@ -98,16 +100,27 @@ class KerasFeed:
                 # as it is when Keras ends the epoch (in the main thread).
                 owner = feed()
                 if owner is not None:
-                    owner._failed(error)
+                    owner._failed(error, tensorflow_pass)
 
         return new_pass
 
-    def _failed(self, error: Exception) -> None:
-        if self._error is None:
-            self._error = error
-            # Keras will warn that the input ran out just before it ends the
-            # epoch, where the error is raised: the error says what happened.
-            self._quiet = internals.RanOutSilenced()
+    def _failed(self, error: Exception, made: Pass) -> None:
+        with self._error_lock:
+            # A closed pass's call has ended (it left through Ctrl-C, whose SIGINT also
+            # stopped the workers this batch waited for): its error is no one's.
+            if self._error is None and made.is_open():
+                self._error = error
+                # Keras will warn that the input ran out just before it ends the
+                # epoch, where the error is raised: the error says what happened.
+                self._quiet = internals.RanOutSilenced()
+
+    def _drop_error(self) -> Exception | None:
+        with self._error_lock:
+            error, self._error = self._error, None
+            if self._quiet is not None:
+                self._quiet.stop()
+                self._quiet = None
+        return error
 
     def _new_pass(self, passes: IteratorPasses | None, make: Make) -> Pass:
         length, self.next_pass_length = self.next_pass_length, None
@@ -123,10 +136,7 @@ class KerasFeed:
         self._passes(asking)
 
     def epoch_ends(self, asking: FrameType | None) -> None:
-        error, self._error = self._error, None
-        if self._quiet is not None:
-            self._quiet.stop()
-            self._quiet = None
+        error = self._drop_error()
         if error is not None:
             raise error
         found = internals.epoch_iterator_above(asking)
@@ -193,3 +203,7 @@ class KerasFeed:
         self._trained_by_call.pop(key, None)
         for passes in self._passes_of_call.pop(key, []):
             passes.close()
+        if not self.calls.open:
+            # An error tf.data's thread met making a batch, that no epoch end raised
+            # because the call left first, belongs to that call, not to the next one.
+            self._drop_error()

@@ -152,6 +152,9 @@ def test_a_fit_run_again_at_once_after_ctrl_c_gets_working_workers(tmp_path: Pat
         textwrap.dedent(
             """
             import os, signal, time
+
+            # What Python in a terminal has; a run in the background (CI) inherits SIGINT ignored.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             import keras, numpy as np, kloader
 
             x = np.random.default_rng(0).random((400, 8)).astype("float32")
