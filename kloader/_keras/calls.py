@@ -128,9 +128,17 @@ class KerasCalls:
         self.on_evaluated: Callable[[CallKey, int], None] = _ignore_evaluated
         self._lock = threading.Lock()
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
+        # Held through a call's whole end, its last (the workers stopping) included, and
+        # while a call begins: a call that begins as the last one ends (on the watcher
+        # thread) waits for that end, and never uses the workers it is stopping.
+        self._ending = threading.RLock()
 
     def seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:
         """`epoch_iterator`, working for the Keras `call`, used the loader: the call is open."""
+        with self._ending:
+            return self._seen(call, epoch_iterator)
+
+    def _seen(self, call: FrameType, epoch_iterator: Any) -> CallKey:
         built = _built_epoch_iterator(call, epoch_iterator)
         key = _key(call, built)
         with self._lock:
@@ -156,14 +164,15 @@ class KerasCalls:
         return key in self._open
 
     def _end(self, key: CallKey, why: str) -> None:
-        with self._lock:
-            if self._open.pop(key, None) is None:
-                return
-            last = not self._open
-        _log.debug("kloader: the Keras %s call using this loader ended: %s", key[2].co_name, why)
-        self.on_end(key)
-        if last:
-            self._on_last_end()
+        with self._ending:
+            with self._lock:
+                if self._open.pop(key, None) is None:
+                    return
+                last = not self._open
+            _log.debug("kloader: the Keras %s call using this loader ended: %s", key[2].co_name, why)
+            self.on_end(key)
+            if last:
+                self._on_last_end()
 
     def end_calls_gone_from_this_thread(self, current: CallKey | None) -> None:
         """Ends, now, the calls that left through an exception, which the watcher would end
@@ -174,12 +183,15 @@ class KerasCalls:
         that call is gone too, as `current` built another EpochIterator."""
         _watcher.end_handed_over()
         this_thread, stack = threading.get_ident(), sys._getframe()
-        with self._lock:
-            calls = [key for key in self._open if key[0] == this_thread and key != current]
-        for key in calls:
-            reused = current is not None and key[1:3] == current[1:3]
-            if reused or not _on_stack(stack, key[1], key[2]):
-                self._end(key, "its frame is no longer on its thread's stack (seen as the next call began)")
+        with self._ending:  # and an end in progress on the watcher thread has finished
+            with self._lock:
+                calls = [key for key in self._open if key[0] == this_thread and key != current]
+            for key in calls:
+                reused = current is not None and key[1:3] == current[1:3]
+                if reused or not _on_stack(stack, key[1], key[2]):
+                    self._end(
+                        key, "its frame is no longer on its thread's stack (seen as the next call began)"
+                    )
 
     @property
     def open(self) -> int:
