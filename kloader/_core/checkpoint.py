@@ -8,10 +8,9 @@ applied to the wrong data.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
-from kloader._core import seeding
+from kloader._core import checks, seeding
 
 VERSION = 1
 _FORMAT = "kloader.Loader"
@@ -84,6 +83,6 @@ def _same(saved: Any, expected: Any) -> bool:
     is: an edited state's True, 1.0 or 1 is not a loader's 1, 1 or True (1 == 1.0 == True)."""
     if isinstance(expected, bool):
         return isinstance(saved, bool) and saved == expected
-    if isinstance(expected, numbers.Integral):
-        return isinstance(saved, numbers.Integral) and not isinstance(saved, bool) and saved == expected
+    if checks.is_int(expected):
+        return checks.is_int(saved) and saved == expected
     return bool(saved == expected)

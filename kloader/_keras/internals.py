@@ -229,7 +229,7 @@ class FitValidation:
     Keras's `params` hold the training steps only."""
 
     training_data: Any  # the data adapter of fit's own EpochIterator (a Loader is its own)
-    steps: int | None  # validation_steps: Keras takes consecutive slices of that many batches
+    steps: int | None  # validation_steps: each validation reads that many batches from a fresh iterator
     freq: Any  # validation_freq: an int n (every n-th epoch) or a container of epoch numbers (from 1)
 
     def validations_before(self, keras_epoch: int) -> int:
