@@ -79,12 +79,14 @@ class Run:
     data: dict[str, Any]
     num_reference: int
     epochs: list[EpochCheck]
+    distinct: int  # how many of the data's samples differ in content: what the audit can tell apart
 
 
 def analyse(result: dict[str, Any]) -> Run:
     reference = collections.Counter(result["reference"])
     epochs = [check_epoch(reference, batches) for batches in result["epochs"]]
-    return Run(result["backend"], result["data"], len(result["reference"]), epochs)
+    distinct = len(reference)
+    return Run(result["backend"], result["data"], len(result["reference"]), epochs, distinct)
 
 
 def runs_agree(first: Run, second: Run) -> bool:
@@ -165,6 +167,13 @@ def diagnose(runs: dict[str, list[Run]]) -> tuple[int, str]:
             "noise, a generator that yields new data). audit identifies samples by their input values; "
             "audit the same data without its augmentation (e.g. transform=None, or a flag in your "
             "PyDataset), which has the same order."
+        )
+    first = all_runs[0]
+    if first.distinct == 1 and first.num_reference > 1:
+        return 2, (
+            f"Cannot audit the order: all {first.num_reference} samples have the same input values, "
+            "and audit tells samples apart by their input values. Audit the real data, or give each "
+            "sample distinct inputs (e.g. its index) in a copy made for the audit."
         )
     permutations = all(check.permutation for run in all_runs for check in run.epochs)
     agree = all(
@@ -256,6 +265,13 @@ def _same_batches_reordered(runs: dict[str, list[Run]]) -> bool:
 def _order_notes(runs: dict[str, list[Run]]) -> list[str]:
     notes = []
     run = next(iter(runs.values()))[0]
+    if run.distinct < run.num_reference:
+        shared = run.num_reference - run.distinct
+        notes.append(
+            f"Note: {shared} of the {run.num_reference} samples repeat the input values of another "
+            "sample; audit tells samples apart by their input values, so it cannot see the order "
+            "among such repeats, nor which of them came twice."
+        )
     epochs = run.epochs
     if len(epochs) > 1 and all(e.order == epochs[0].order for e in epochs[1:]):
         notes.append(

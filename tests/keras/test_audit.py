@@ -157,3 +157,24 @@ def test_samples_that_change_on_every_read_cannot_be_audited() -> None:
     runs = {"jax": [record([[["x", "y"], ["z", "w"]]], list("abcd"))]}
     status, text = audit.diagnose(runs)
     assert status == 2 and "without its augmentation" in text
+
+
+def test_samples_that_all_look_the_same_cannot_be_audited() -> None:
+    """Identical rows leave the audit blind to order: status 2, not a PASS with a false warning."""
+    epoch = [["a", "a"], ["a", "a"]]
+    runs = {"jax": [record([epoch, epoch], list("aaaa")), record([epoch, epoch], list("aaaa"))]}
+    status, text = audit.diagnose(runs)
+    assert status == 2
+    assert "all 4 samples have the same input values" in text
+    assert "same order" not in text
+
+
+def test_samples_that_repeat_another_are_counted_in_a_note() -> None:
+    """Some repeated rows: the verdict stands, and a note says what the audit cannot see."""
+    first, second = [["a", "b"], ["c", "a"]], [["c", "a"], ["a", "b"]]
+    runs = {"jax": [record([first, second], list("abca")), record([first, second], list("abca"))]}
+    status, text = audit.diagnose(runs)
+    assert status == 0
+    assert "1 of the 4 samples repeat the input values of another sample" in text
+    distinct = {"jax": [record([[["a", "b"], ["c", "d"]]], list("abcd"))]}
+    assert "repeat the input values" not in audit.diagnose(distinct)[1]
