@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from PIL import Image
+
 from kloader._images import decode, survey
 from kloader._keras import audit as order_audit
 
@@ -62,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     inspect.add_argument(
         "--max-pixels",
-        type=int,
+        type=_positive,
         default=decode.DEFAULT_MAX_PIXELS,
-        help="images with more pixels count as unreadable (default: %(default)s)",
+        help="images with more pixels (width x height) count as unreadable; the one limit, in "
+        "place of Pillow's own (default: %(default)s, Pillow's)",
     )
     progress = inspect.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None)
@@ -80,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None and (show or (total >= _PROGRESS_FROM and sys.stderr.isatty())):
             bar(done, total)
 
+    # --max-pixels is the limit: Pillow's own (PIL.Image.MAX_IMAGE_PIXELS, which refuses
+    # twice its value as it opens a file) would refuse what the flag allows, and a user of
+    # the command has no way to raise it. Put back afterwards for a caller of main().
+    pillows_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
         result = survey.survey(
             args.directory,
@@ -91,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows_limit
     print(survey.report(result))
     return 1 if result.unreadable else 0
 

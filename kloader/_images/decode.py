@@ -249,7 +249,7 @@ def decode_image(image: Image.Image, spec: DecodeSpec, where: str) -> np.ndarray
 
 
 def _decode_opened(opened: Image.Image, spec: DecodeSpec) -> np.ndarray:
-    _check_pixels(opened, spec.max_pixels)
+    check_pixels(opened, spec.max_pixels)
     orientation = _orientation(opened)
     geometry = _geometry(opened.size, orientation, spec)
     scale = 1
@@ -294,7 +294,8 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}"
 
 
-def _check_pixels(image: Image.Image, max_pixels: int | None) -> None:
+def check_pixels(image: Image.Image, max_pixels: int | None) -> None:
+    """Raises UnreadableImageError (with no path) when `image` has more than `max_pixels`."""
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise UnreadableImageError(

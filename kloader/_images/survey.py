@@ -96,6 +96,10 @@ def _read(path: str, spec: decode.DecodeSpec, check: bool) -> FileInfo:
     try:
         with Image.open(path) as image:
             info.size, info.format, info.mode = image.size, image.format, image.mode
+            decode.check_pixels(image, spec.max_pixels)  # the header says it: no decode needed
+    except decode.UnreadableImageError as error:
+        info.problem = error.reason
+        return info
     except Exception as error:  # reported, as the check below words it
         info.problem = f"{type(error).__name__}: {error}"
     if check or info.problem is not None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import kloader
 from kloader import __main__ as cli
@@ -51,6 +52,31 @@ def test_inspect_of_a_clean_flat_folder_exits_0(tmp_path: Path) -> None:
         images.write_pattern(tmp_path / f"{i}.webp", size=(10, 10 + i))
     code = cli.main(["inspect", str(tmp_path), "--no-progress"])
     assert code == 0
+
+
+def test_max_pixels_is_the_inspect_limit_in_place_of_pillows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-pixels decides, above Pillow's own limit and below it, with and without decoding."""
+    pillows_limit = Image.MAX_IMAGE_PIXELS
+    images.write_bomb_png(tmp_path / "huge.png", width=20_000, height=10_000)  # 200 M pixels
+    images.write_pattern(tmp_path / "small.png", size=(40, 30))
+    # Pillow alone refuses 200 M pixels as it opens the header (twice its 89.5 M).
+    assert cli.main(["inspect", str(tmp_path), "--no-progress", "--no-check"]) == 1
+    assert "over max_pixels=89478485" in capsys.readouterr().out
+    assert (
+        cli.main(["inspect", str(tmp_path), "--no-progress", "--no-check", "--max-pixels", "300000000"]) == 0
+    )
+    assert "Unreadable: 0" in capsys.readouterr().out
+    # A limit under the image's size holds without a decode too, and names the flag's value.
+    assert cli.main(["inspect", str(tmp_path), "--no-progress", "--no-check", "--max-pixels", "5000"]) == 1
+    out = capsys.readouterr().out
+    assert "huge.png: 20000x10000 = 200000000 pixels is over max_pixels=5000" in out
+    assert "small.png" not in out
+    assert pillows_limit == Image.MAX_IMAGE_PIXELS  # main() put Pillow's own limit back
+    with pytest.raises(SystemExit):
+        cli.main(["inspect", str(tmp_path), "--max-pixels", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
 
 
 def test_inspect_of_a_missing_folder_says_so(tmp_path: Path) -> None:
