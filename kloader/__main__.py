@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         Image.MAX_IMAGE_PIXELS = pillows_limit
     print(survey.report(result))
-    return 1 if result.unreadable else 0
+    return 1 if result.unreadable or result.refused is not None else 0
 
 
 def add_audit_parser(commands: Any) -> None:

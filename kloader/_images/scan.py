@@ -144,7 +144,7 @@ def refuse_problems(problems: list[tuple[str, str]]) -> None:
         )
 
 
-def _refuse_shared_folders(walks: dict[str, Walk], root: str) -> None:
+def refuse_shared_folders(walks: dict[str, Walk], root: str) -> None:
     """No real folder (so no file) may be reached from two classes, e.g. by a link back up the tree."""
     owner: dict[tuple[int, int], str] = {}
     for name, walk in walks.items():
@@ -241,7 +241,7 @@ def _scan_folder(
     _warn_of_loose_images(root, names)
     walks = {name: walk_images(os.path.join(root, name), follow_links=follow_links) for name in names}
     problems.extend(problem for walk in walks.values() for problem in walk.problems)
-    _refuse_shared_folders(walks, root)
+    refuse_shared_folders(walks, root)
     found_paths: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(names):

@@ -43,6 +43,9 @@ class Survey:
     # (path, why) of folders that cannot be listed and image names that are not
     # regular files: unreadable, and never opened (a named pipe would block).
     unreachable: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # Why ImageFolder would refuse the whole folder (classes reaching one folder through
+    # a link, with follow_links), or None.
+    refused: str | None = None
 
     @property
     def unreadable(self) -> list[FileInfo]:
@@ -67,10 +70,18 @@ def survey(
     others: list[str] = []
     problems: list[tuple[str, str]] = []
     loose = 0
+    refused = None
     if folders:
         classes = []
-        for name in folders:
-            walk = scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
+        walks = {
+            name: scan.walk_images(os.path.join(directory, name), follow_links=follow_links)
+            for name in folders
+        }
+        try:
+            scan.refuse_shared_folders(walks, directory)
+        except ValueError as error:
+            refused = str(error)
+        for name, walk in walks.items():
             classes.append((name, len(walk.images)))
             paths.extend(os.path.join(directory, name, path) for path in walk.images)
             others.extend(walk.others)
@@ -88,7 +99,7 @@ def survey(
             infos.append(info)
             if progress is not None:
                 progress(len(infos), len(paths))
-    return Survey(directory, classes, infos, loose, others, problems)
+    return Survey(directory, classes, infos, loose, others, problems, refused)
 
 
 def _read(path: str, spec: decode.DecodeSpec, check: bool) -> FileInfo:
@@ -109,16 +120,16 @@ def _read(path: str, spec: decode.DecodeSpec, check: bool) -> FileInfo:
 
 def report(result: Survey) -> str:
     """The survey as text, for people."""
-    lines = [f"Folder: {result.directory}"]
+    lines = [f"Folder: {_shown(result.directory)}"]
     extensions = scan.describe_extensions()
     if result.classes is None:
         lines.append(f"No class subfolders: {len(result.files)} images (label_mode=None reads them all).")
     else:
         lines.append(f"Classes: {len(result.classes)} (label order = sorted folder names)")
-        width = max(len(name) for name, _ in result.classes)
+        width = max(len(_shown(name)) for name, _ in result.classes)
         for label, (name, count) in enumerate(result.classes):
             note = "   <- no images: ImageFolder refuses an empty class folder" if count == 0 else ""
-            lines.append(f"  {label:>3}  {name:<{width}}  {count:>7} images{note}")
+            lines.append(f"  {label:>3}  {_shown(name):<{width}}  {count:>7} images{note}")
         lines.append(f"Total: {len(result.files)} images")
         if result.loose_images:
             lines.append(
@@ -136,10 +147,17 @@ def report(result: Survey) -> str:
     lines.append(
         f"Unreadable: {len(unreadable)}" + (" (on_error='skip' leaves these out)" if unreadable else "")
     )
-    lines.extend(f"  {info.path}: {info.problem}" for info in unreadable)
+    lines.extend(f"  {_shown(info.path)}: {info.problem}" for info in unreadable)
+    if result.refused is not None:
+        lines.append(f"ImageFolder refuses this folder: {result.refused}")
     if not result.files:
         lines.append(f"No images found (looked for {extensions}).")
     return "\n".join(lines)
+
+
+def _shown(path: str) -> str:
+    """`path` as it is, or quoted with escapes where it holds a newline or another control character."""
+    return path if path.isprintable() else repr(path)
 
 
 def _size_lines(files: list[FileInfo]) -> list[str]:

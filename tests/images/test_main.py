@@ -79,6 +79,33 @@ def test_max_pixels_is_the_inspect_limit_in_place_of_pillows(
     assert "must be at least 1" in capsys.readouterr().err
 
 
+def test_inspect_says_when_image_folder_refuses_classes_that_share_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link from one class into another: inspect --follow-links names the refusal, exit 1."""
+    images.make_folder(tmp_path, {"a": 2, "b": 1}, ext="png", size=(8, 8))
+    (tmp_path / "b" / "more").symlink_to(tmp_path / "a", target_is_directory=True)
+    assert cli.main(["inspect", str(tmp_path), "--no-progress", "--follow-links"]) == 1
+    out = capsys.readouterr().out
+    assert "ImageFolder refuses this folder: With follow_links=True the class folders 'a' and 'b'" in out
+    with pytest.raises(ValueError, match="reach the same folder through a link"):
+        kloader.ImageFolder(tmp_path, image_size=(8, 8), follow_links=True)
+    assert cli.main(["inspect", str(tmp_path), "--no-progress"]) == 0  # the link is not entered
+    assert "refuses" not in capsys.readouterr().out
+
+
+def test_inspect_quotes_names_holding_a_newline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One line per unreadable file, even when its name holds a newline; other names as they are."""
+    images.write_truncated_jpeg(tmp_path / "two\nlines.jpg")
+    images.write_truncated_jpeg(tmp_path / "été.jpg")
+    assert cli.main(["inspect", str(tmp_path), "--no-progress"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    unreadable = lines[lines.index("Unreadable: 2 (on_error='skip' leaves these out)") + 1 :]
+    assert len(unreadable) == 2
+    assert any("two\\nlines.jpg': OSError" in line and line.strip().startswith("'") for line in unreadable)
+    assert any(f"{tmp_path / 'été.jpg'}: OSError" in line for line in unreadable)
+
+
 def test_inspect_of_a_missing_folder_says_so(tmp_path: Path) -> None:
     """A missing folder: exit code 2 and the path on stderr."""
     result = run("-m", "kloader", "inspect", "/no/such/folder", cwd=tmp_path)
