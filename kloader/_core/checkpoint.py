@@ -58,7 +58,13 @@ def check(
         mine = layout[key]
         if not _same(state[key], mine):
             raise ValueError(f"The state has {key}={state[key]!r} but this loader has {key}={mine!r}: {fix}.")
-    saved_seed = seeding.validate_seed(state["seed"], name="state['seed']")
+    try:
+        saved_seed = seeding.validate_seed(state["seed"])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"The state's seed, {state['seed']!r}, is not a seed kloader writes (an int in "
+            "[0, 2**63 - 1]): the state was edited or damaged. Pass what loader.state_dict() returned."
+        ) from None
     if seed_was_given and saved_seed != seed:
         raise ValueError(
             f"The state was saved with seed={saved_seed} but this loader was built with seed={seed}. "
@@ -75,7 +81,8 @@ def check(
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    # A Python int, as state_dict() writes it (JSON gives one back); epochs stop at MAX_EPOCH.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= checks.MAX_EPOCH
 
 
 def _same(saved: Any, expected: Any) -> bool:

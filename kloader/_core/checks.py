@@ -50,6 +50,18 @@ def height_width(value: Any, *, name: str, example: str) -> tuple[int, int]:
     return (int(height), int(width))
 
 
+# An epoch enters the random streams as two 32-bit words, as a seed does
+# (seeding._sequence): larger epochs would reuse the streams of smaller ones.
+MAX_EPOCH = 2**63 - 1
+
+
+def epoch(value: Any, *, name: str = "epoch") -> int:
+    """`value` as an epoch number (an int in [0, MAX_EPOCH]), else a ValueError naming `name`."""
+    if not is_int(value) or not 0 <= int(value) <= MAX_EPOCH:
+        raise ValueError(f"`{name}` must be an int >= 0 (and below 2**63), got {value!r}.")
+    return int(value)
+
+
 def position(index: Any, length: int, *, of: str) -> int:
     """`index` into `length` items, negative from the end, as a position in [0, length).
 

@@ -257,14 +257,12 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
 
     def set_epoch(self, epoch: int) -> None:
         """Makes the next pass yield epoch `epoch` from its first batch."""
-        if not checks.is_int(epoch) or epoch < 0:
-            raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}.")
-        self._cursor.jump_to(int(epoch), 0)
+        self._cursor.jump_to(checks.epoch(epoch), 0)
 
     def indices(self, batch: int, epoch: int | None = None) -> np.ndarray:
         """The source indices of the samples in batch `batch` of `epoch` (default: `self.epoch`)."""
         batch = self._check_batch_index(batch)
-        epoch = self.epoch if epoch is None else epoch
+        epoch = self.epoch if epoch is None else checks.epoch(epoch)
         return self._permutation(epoch)[self._layout.positions(batch)]
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -306,7 +304,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             ```
         """
         index = self._check_batch_index(index)
-        task = self._task(self.epoch if epoch is None else epoch, index)
+        task = self._task(self.epoch if epoch is None else checks.epoch(epoch), index)
         return self._maker.make(task.seed, task.epoch, task.indices)
 
     def __iter__(self) -> Iterator[Any]:
@@ -374,7 +372,9 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             state = loader.state_at(epoch=2, batch=0)  # resume at the start of epoch 2
             ```
         """
-        position = self._cursor.normalised(epoch, batch)
+        batch = checks.int_at_least(batch, 0, name="batch", example="batch=0")
+        position = self._cursor.normalised(checks.epoch(epoch), batch)
+        checks.epoch(position.epoch)
         return checkpoint.make(
             seed=self._seed, epoch=position.epoch, batch=position.batch, layout=self._layout_values()
         )

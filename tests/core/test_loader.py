@@ -99,6 +99,25 @@ def test_set_epoch() -> None:
         loader.set_epoch(-1)
 
 
+@pytest.mark.parametrize("epoch", [-1, 1.5, True, 2**63, 2**64 + 1])
+def test_every_way_to_name_an_epoch_refuses_what_is_not_one(epoch: object) -> None:
+    """Epochs are ints in [0, 2**63): past that they enter the random streams as smaller ones."""
+    loader = kloader.Loader(IdDataset(20), batch_size=5, seed=4)
+    for name_an_epoch in (
+        loader.set_epoch,
+        lambda epoch: loader.batch(0, epoch=epoch),
+        lambda epoch: loader.indices(0, epoch=epoch),
+        lambda epoch: loader.state_at(epoch, 0),
+    ):
+        with pytest.raises(ValueError, match=r"`epoch` must be an int >= 0 \(and below 2\*\*63\)"):
+            name_an_epoch(epoch)
+    with pytest.raises(ValueError, match="`batch` must be an int >= 0"):
+        loader.state_at(1, -1)
+    assert loader.state_at(2**63 - 2, 4)["epoch"] == 2**63 - 1  # carried into the last epoch
+    with pytest.raises(ValueError, match="`epoch` must be an int >= 0"):
+        loader.state_at(2**63 - 1, 4)  # the batch carries it into epoch 2**63
+
+
 def test_batches_keep_the_source_structure() -> None:
     """Tuples stay tuples, dicts stay dicts, nested structures are kept."""
     x, y = id_arrays(6)

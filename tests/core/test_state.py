@@ -75,6 +75,10 @@ def _state(**changes: object) -> dict[str, object]:
         ({"num_samples": 20.0}, "num_samples=20.0 but this loader has num_samples=20"),
         ({"epoch": True}, "not valid"),
         ({"batch": 1.0}, "not valid"),
+        # Epochs past 2**63 - 1 would replay the random streams of smaller ones.
+        ({"epoch": 2**64 + 1}, "not valid"),
+        ({"seed": "42"}, r"The state's seed, '42', is not a seed kloader writes"),
+        ({"seed": -1}, r"The state's seed, -1, is not a seed kloader writes"),
     ],
 )
 def test_bad_states_are_refused(changes: dict[str, object], message: str) -> None:
