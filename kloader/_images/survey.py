@@ -143,6 +143,12 @@ def report(result: Survey) -> str:
         listing = ", ".join(f"{kind} {count}" for kind, count in kinds.most_common(5))
         lines.append(f"Ignored: {len(result.other_files)} files without an image extension ({listing})")
     lines.extend(_size_lines(result.files))
+    floats = sum(info.mode == "F" for info in result.files)
+    if floats:
+        lines.append(
+            f"Note: {floats} images are 32-bit float (mode F). ImageFolder reads their values on the "
+            "0..255 scale and clips the rest: a file holding 0..1 comes out nearly black."
+        )
     unreadable = result.unreadable
     lines.append(
         f"Unreadable: {len(unreadable)}" + (" (on_error='skip' leaves these out)" if unreadable else "")

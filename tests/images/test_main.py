@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -104,6 +105,20 @@ def test_inspect_quotes_names_holding_a_newline(tmp_path: Path, capsys: pytest.C
     assert len(unreadable) == 2
     assert any("two\\nlines.jpg': OSError" in line and line.strip().startswith("'") for line in unreadable)
     assert any(f"{tmp_path / 'été.jpg'}: OSError" in line for line in unreadable)
+
+
+def test_inspect_notes_float_images_and_how_they_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mode F files are counted in a note: ImageFolder clips them to 0..255."""
+    scaled = np.full((6, 8), 0.75, dtype=np.float32)  # a float TIFF holding 0..1
+    images.write(tmp_path / "scaled.tiff", Image.fromarray(scaled))
+    images.write_pattern(tmp_path / "plain.png", size=(8, 6))
+    assert cli.main(["inspect", str(tmp_path), "--no-progress"]) == 0
+    assert "Note: 1 images are 32-bit float (mode F)" in capsys.readouterr().out
+    folder = kloader.ImageFolder(tmp_path, image_size=(6, 8), label_mode=None)
+    assert folder.file_paths[1].endswith("scaled.tiff")
+    assert np.all(folder[1] == 1.0)  # 0.75 read on the 0..255 scale, as the note says
 
 
 def test_inspect_of_a_missing_folder_says_so(tmp_path: Path) -> None:
