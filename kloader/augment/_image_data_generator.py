@@ -176,6 +176,10 @@ def from_image_data_generator(**kwargs: Any) -> Compose:
     [-(n - 1), n - 1] pixels rather than whole pixels; brightness is computed in
     float and rounded rather than through an 8-bit Pillow image.
 
+    Steps whose options are all off (a zero range, no flip) are left out of
+    the pipeline, so turning one on or off shifts what the steps after it
+    draw, as adding or removing a transform does.
+
     Args:
         **kwargs: ImageDataGenerator's arguments. Supported: rotation_range,
             width_shift_range, height_shift_range, shear_range, zoom_range,

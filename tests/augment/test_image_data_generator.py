@@ -116,6 +116,26 @@ def test_steps_come_in_image_data_generators_order() -> None:
     ]
 
 
+def test_a_step_turned_off_is_left_out_and_shifts_the_draws_after_it() -> None:
+    """As the README says: channel_shift_range=0 leaves that step out, so the flips that
+    follow it draw other values than with a channel shift (unlike a zero range in a Compose)."""
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert [type(step).__name__ for step in steps(channel_shift_range=0, horizontal_flip=True)] == [
+        "RandomFlip"
+    ]
+
+    def flipped(pipeline: Any, seed: int) -> bool:
+        out = pipeline(image, np.random.default_rng(seed))
+        return bool(np.array_equal(out[:, ::-1], image) and not np.array_equal(out, image))
+
+    without = augment.from_image_data_generator(horizontal_flip=True)
+    composed = augment.Compose([augment.RandomChannelShift(0), augment.RandomFlip(horizontal=True)])
+    flips_without = [flipped(without, seed) for seed in range(40)]
+    assert flips_without != [flipped(composed, seed) for seed in range(40)]
+    shifted = augment.from_image_data_generator(horizontal_flip=True, channel_shift_range=1e-9)
+    assert [flipped(shifted, seed) for seed in range(40)] == [flipped(composed, seed) for seed in range(40)]
+
+
 def test_defaults_given_explicitly_are_accepted() -> None:
     """Passing ImageDataGenerator's defaults (as saved configs do) adds nothing."""
     assert (
