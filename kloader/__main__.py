@@ -21,8 +21,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from PIL import Image
-
 from kloader._images import decode, survey
 from kloader._keras import audit as order_audit
 
@@ -83,24 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None and (show or (total >= _PROGRESS_FROM and sys.stderr.isatty())):
             bar(done, total)
 
-    # --max-pixels is the limit: Pillow's own (PIL.Image.MAX_IMAGE_PIXELS, which refuses
-    # twice its value as it opens a file) would refuse what the flag allows, and a user of
-    # the command has no way to raise it. Put back afterwards for a caller of main().
-    pillows_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
     try:
-        result = survey.survey(
-            args.directory,
-            follow_links=args.follow_links,
-            check=not args.no_check,
-            max_pixels=args.max_pixels,
-            progress=on_progress,
-        )
+        with survey.without_pillows_limit():  # --max-pixels is the limit
+            result = survey.survey(
+                args.directory,
+                follow_links=args.follow_links,
+                check=not args.no_check,
+                max_pixels=args.max_pixels,
+                progress=on_progress,
+            )
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillows_limit
     print(survey.report(result))
     return 1 if result.unreadable or result.refused is not None else 0
 

@@ -8,9 +8,10 @@ it reports as unreadable are exactly the ones `on_error="skip"` leaves out.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -51,6 +52,22 @@ class Survey:
     def unreadable(self) -> list[FileInfo]:
         unreachable = [FileInfo(path, problem=why) for path, why in self.unreachable]
         return unreachable + [info for info in self.files if info.problem is not None]
+
+
+@contextlib.contextmanager
+def without_pillows_limit() -> Iterator[None]:
+    """Pillow's decompression-bomb limit lifted, for a command whose `max_pixels` is the limit.
+
+    Pillow's own (`PIL.Image.MAX_IMAGE_PIXELS`, which refuses twice its value as
+    it opens a file) would refuse what the command's --max-pixels allows, and a
+    user of the command has no way to raise it. Put back on the way out.
+    """
+    pillows_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows_limit
 
 
 def survey(
