@@ -17,9 +17,12 @@ A loader's cursor moves in three ways:
        goes on into the next Keras epoch and completes at a later end; or
     2. it hands out its last batch, for an iterator that `completes_on_last`
        (TensorFlow, whose tf.data prefetch starts the next epoch's pass before
-       Keras ends the current epoch, and never builds from a pass).
+       Keras ends the current epoch).
   When the framework throws its passes away (`reset`, after building the
-  model), they are discarded and never complete.
+  model), they are discarded and never complete; one that completed as it
+  handed out its last batch (TensorFlow builds from a pass under a
+  tf.distribute strategy, and tf.data may prefetch a short pass to its end
+  before Keras throws it away) is taken back: the cursor returns to its start.
   When the framework's call ends in the middle of a pass because its epochs
   are shorter than the loader's (Keras's `steps_per_epoch`), the cursor moves
   to the batch after the last one it says it trained (`trained`, counted by
@@ -103,6 +106,10 @@ class IteratorPasses:
         self._made: weakref.WeakSet[Pass] = weakref.WeakSet()
         # Passes that handed out batches, in that order, until all of them are trained.
         self._in_training: list[Pass] = []
+        # Passes that began handing out batches since the framework last ended an epoch:
+        # what a `reset` throws away (Keras resets at the start of each call, so earlier
+        # passes of a reused iterator, an earlier evaluation's, keep what they did).
+        self._since_epoch_end: list[Pass] = []
         self._stopped = False
         self._counted = False  # whether the framework says what it trained (`trained`)
         self.closed = False
@@ -123,9 +130,11 @@ class IteratorPasses:
         if handed_out.handed_out == 1:
             self._open.append(handed_out)
             self._in_training.append(handed_out)
+            self._since_epoch_end.append(handed_out)
             # `trained` keeps this list to the passes not yet trained (two or three); a
             # framework that never says what it trained must not make it grow each epoch.
             del self._in_training[:-_KEPT_UNTRAINED]
+            del self._since_epoch_end[:-_KEPT_UNTRAINED]
         if self.completes_on_last and handed_out.handed_out_all:
             handed_out.complete()
             self._forget_finished()
@@ -135,6 +144,7 @@ class IteratorPasses:
         for open_pass in self._open:
             if open_pass.handed_out_all:
                 open_pass.complete()
+        self._since_epoch_end.clear()
         self._forget_finished()
 
     def trained(self, batches: int) -> None:
@@ -166,8 +176,7 @@ class IteratorPasses:
         latest = self._in_training[-1]
         if not latest.started or batches >= latest.handed_out + latest.remaining:
             return
-        latest.discard()
-        if latest.completed and self.cursor.advance_from_any((latest.position,), latest.start):
+        if self._take_back(latest):
             _log.debug(
                 "kloader: an evaluation used %d of the %d batches of a pass from epoch %d, "
                 "batch %d: the pass does not complete",
@@ -176,15 +185,30 @@ class IteratorPasses:
                 *latest.start,
             )
 
+    def _take_back(self, made: Pass) -> bool:
+        """Discards `made`; if it had completed, the cursor returns to its start (unless it
+        was moved since). Returns whether the cursor moved back."""
+        made.discard()
+        return made.completed and self.cursor.advance_from_any((made.position,), made.start)
+
     def stopped(self) -> None:
         """The framework stopped in the middle of an epoch: a pass it trained only part of
         is trained again from its start by the next call."""
         self._stopped = True
 
     def reset(self) -> None:
-        """The framework threw away its passes (after building the model): none of them completes."""
+        """The framework threw away its passes (after building the model): none of them
+        completes, and one that completed as it handed out its last batch is taken back."""
         for open_pass in self._open:
             open_pass.discard()
+        for made in self._since_epoch_end:
+            if self._take_back(made):
+                _log.debug(
+                    "kloader: a pass from epoch %d, batch %d, pulled to its end and thrown away "
+                    "(a model built from it): the pass does not complete",
+                    *made.start,
+                )
+        self._since_epoch_end.clear()
         self._forget_finished()
 
     def close(self) -> None:

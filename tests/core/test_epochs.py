@@ -256,6 +256,32 @@ def test_an_evaluation_that_used_part_of_a_prefetched_pass_does_not_complete_it(
     assert cursor.position == (1, 0)
 
 
+@pytest.mark.parametrize("batches", [1, 2, 5])
+def test_a_pass_built_from_and_prefetched_to_its_end_is_taken_back_on_reset(batches: int) -> None:
+    """TensorFlow under a tf.distribute strategy builds the model from a pass, and tf.data
+    can pull a short one to its end (completing it) before Keras throws it away: epoch 0
+    is still the first epoch trained."""
+    cursor = Cursor(batches)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    pulled(passes, batches)
+    assert cursor.position == (1, 0)
+    passes.reset()
+    assert cursor.position == (0, 0)
+    assert list(passes.new_pass(Position)) == epoch_positions(0, batches)
+    assert cursor.position == (1, 0)
+    passes.epoch_ended()
+    assert list(passes.new_pass(Position)) == epoch_positions(1, batches)
+
+
+def test_a_reset_does_not_take_back_a_pass_after_a_jump() -> None:
+    cursor = Cursor(3)
+    passes = IteratorPasses(cursor, completes_on_last=True)
+    pulled(passes, 3)
+    cursor.jump_to(4, 1)
+    passes.reset()
+    assert cursor.position == (4, 1)
+
+
 def test_an_evaluation_does_not_take_back_a_pass_after_a_jump() -> None:
     cursor = Cursor(5)
     evaluation = IteratorPasses(cursor, completes_on_last=True)
