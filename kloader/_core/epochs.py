@@ -191,6 +191,13 @@ class IteratorPasses:
         made.discard()
         return made.completed and self.cursor.advance_from_any((made.position,), made.start)
 
+    def interrupted(self) -> None:
+        """The framework's call left through an exception, in the middle of an epoch it
+        never reported: the batches it said it trained are all it trained, so the cursor
+        goes back to where that epoch began, even where a pass of it completed early
+        (TensorFlow's, pulled to its end by tf.data's prefetch)."""
+        self._counted = True
+
     def stopped(self) -> None:
         """The framework stopped in the middle of an epoch: a pass it trained only part of
         is trained again from its start by the next call."""

@@ -95,7 +95,7 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     def _closing(self, hook: str) -> None:
         calls = self._calls()
         if hook == self._hook and calls is not None:
-            calls._end(self._key, "Keras ran its closing callback hook")
+            calls._end(self._key, "Keras ran its closing callback hook", cleanly=True)
 
     def on_test_begin(self, logs: Any = None) -> None:
         self._tested = 0
@@ -123,7 +123,9 @@ class KerasCalls:
 
     def __init__(self, on_last_end: Callable[[], None]):
         self._on_last_end = on_last_end
-        self.on_end: Callable[[CallKey], None] = _ignore
+        # Runs with whether the call ended cleanly (Keras ran its closing hook), not
+        # through an exception.
+        self.on_end: Callable[[CallKey, bool], None] = _ignore
         self.on_epoch_trained: Callable[[CallKey, int, bool], None] = _ignore_trained
         self.on_evaluated: Callable[[CallKey, int], None] = _ignore_evaluated
         self._lock = threading.Lock()
@@ -163,14 +165,14 @@ class KerasCalls:
     def is_open(self, key: CallKey) -> bool:
         return key in self._open
 
-    def _end(self, key: CallKey, why: str) -> None:
+    def _end(self, key: CallKey, why: str, *, cleanly: bool = False) -> None:
         with self._ending:
             with self._lock:
                 if self._open.pop(key, None) is None:
                     return
                 last = not self._open
             _log.debug("kloader: the Keras %s call using this loader ended: %s", key[2].co_name, why)
-            self.on_end(key)
+            self.on_end(key, cleanly)
             if last:
                 self._on_last_end()
 
@@ -222,7 +224,7 @@ def _ignore_evaluated(key: CallKey, batches: int) -> None:
     pass
 
 
-def _ignore(key: CallKey) -> None:
+def _ignore(key: CallKey, cleanly: bool) -> None:
     pass
 
 

@@ -199,8 +199,10 @@ class KerasFeed:
             if passes is not training and not passes.reads_only:
                 passes.evaluated(batches)
 
-    def _call_ended(self, key: CallKey) -> None:
-        self._trained_by_call.pop(key, None)
+    def _call_ended(self, key: CallKey, cleanly: bool) -> None:
+        trained = self._trained_by_call.pop(key, None)
+        if trained is not None and not cleanly:
+            trained.interrupted()
         for passes in self._passes_of_call.pop(key, []):
             passes.close()
         if not self.calls.open:

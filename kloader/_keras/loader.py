@@ -14,7 +14,7 @@ import numpy as np
 
 from kloader._core import checkpoint, checks, epochs, order, passes, seeding
 from kloader._core.batches import BatchMaker, Transform
-from kloader._core.cursor import Cursor
+from kloader._core.cursor import Cursor, Position
 from kloader._core.sources import ArraySource, MapSource, as_source
 from kloader._keras import arguments, calls, distributed, internals
 from kloader._keras.feed import KerasFeed
@@ -243,7 +243,14 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
     @property
     def epoch(self) -> int:
         """The epoch the next pass (`iter(loader)` or a Keras epoch) will yield."""
-        return self._cursor.position.epoch
+        return self._position().epoch
+
+    def _position(self) -> Position:
+        # A Keras call of this thread that left through an exception is ended first (the
+        # watcher would end it within half a second): read in an `except` block, the
+        # position is where that call left the loader.
+        self._feed.calls.end_calls_gone_from_this_thread(None)
+        return self._cursor.position
 
     @property
     def source(self) -> Any:
@@ -362,7 +369,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         it. During `model.fit` the loader only knows which epoch Keras is in;
         use `kloader.BackupAndRestore` to save the exact batch.
         """
-        return self.state_at(*self._cursor.position)
+        return self.state_at(*self._position())
 
     def state_at(self, epoch: int, batch: int) -> dict[str, Any]:
         """The state of this loader at batch `batch` of `epoch` (past the last batch: the next epoch).

@@ -117,6 +117,29 @@ def test_a_fit_retried_at_once_after_a_crash_trains_the_next_epochs(num_workers:
     assert loader.worker_pids == []
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("crash_after", [1, 3, 4, 5, 8, 9])
+def test_a_crash_leaves_the_loader_at_the_start_of_the_epoch_it_was_in(
+    num_workers: int, crash_after: int
+) -> None:
+    """An exception at any batch of a 5-batch epoch, in the call's first epoch or a later
+    one: read at once in the `except` block, the loader stands at the start of that epoch,
+    and a retry trains it in full. On TensorFlow, tf.data's prefetch pulls a short epoch's
+    pass to its end (completing it) before the model has trained its last batches: before,
+    a crash in one of those left the loader at the next epoch, its last batches untrained."""
+    loader = kloader.Loader(IdDataset(19), batch_size=4, seed=4, num_workers=num_workers)  # 5 batches
+    loader.set_epoch(1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        id_model(IdRecorder()).fit(loader, epochs=3, verbose=0, callbacks=[StopAt(crash_after)])
+    crashed_in = 1 + (crash_after - 1) // 5
+    assert loader.state_dict()["epoch"] == crashed_in
+    assert loader.state_dict()["batch"] == 0
+    recorder = IdRecorder()
+    id_model(recorder).fit(loader, epochs=1, verbose=0, callbacks=[recorder])
+    assert recorder.train_ids() == [loader.indices(batch, crashed_in).tolist() for batch in range(5)]
+    assert loader.epoch == crashed_in + 1
+
+
 def test_evaluations_of_fewer_steps_than_the_loader_leave_its_epoch() -> None:
     """evaluate(steps=3) on a 5-batch loader, five times: each reads the first 3 batches of
     the loader's epoch 0, which never completes, on every backend (on TensorFlow too, whose
