@@ -30,7 +30,10 @@ class _KeepsItsCause(Exception):
 
     @__cause__.setter
     def __cause__(self, value: BaseException | None) -> None:
+        # Assigned (a worker's error, re-created here with its cause), not chained by a
+        # `raise`: Keras's `from None` clears the slot, not what was assigned.
         _CHAINED_CAUSE.__set__(self, value)
+        self._raised_while_handling = value
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles as its message only: the cause may not pickle.

@@ -174,11 +174,15 @@ def fails_on_sample_5(sample: tuple[np.ndarray, Any], rng: np.random.Generator) 
     return jitter(sample, rng)
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("call", ["fit", "evaluate", "predict"])
-def test_a_sample_error_inside_a_keras_call_is_a_sample_error(call: str) -> None:
+def test_a_sample_error_inside_a_keras_call_is_a_sample_error(call: str, num_workers: int) -> None:
     """On every backend (TensorFlow included) the user catches kloader.SampleError,
-    whose cause is the transform's own error."""
-    loader = kloader.Loader(IdDataset(16), batch_size=4, shuffle=False, transform=fails_on_sample_5)
+    whose cause is the transform's own error, also when a worker raised it (Keras
+    re-raises `from None`: before, a worker's cause was lost that way)."""
+    loader = kloader.Loader(
+        IdDataset(16), batch_size=4, shuffle=False, transform=fails_on_sample_5, num_workers=num_workers
+    )
     model = id_model(IdRecorder())
     with pytest.raises(kloader.SampleError, match="sample 5") as caught:
         getattr(model, call)(loader, verbose=0)
