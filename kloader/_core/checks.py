@@ -8,10 +8,20 @@ from __future__ import annotations
 import numbers
 from typing import Any, TypeGuard
 
+import numpy as np
+
 
 def is_int(value: Any) -> TypeGuard[int]:
     """An integer (a Python or NumPy int: typed as int), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def flag(value: Any, *, name: str) -> bool:
+    """`value` as a bool if it is one (Python's or NumPy's), else a TypeError naming `name`:
+    `shuffle="false"` is truthy, and `None` falsy, and neither says what was meant."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r} of type {type(value).__name__}.")
+    return bool(value)
 
 
 def int_at_least(value: Any, minimum: int, *, name: str, example: str) -> int:

@@ -178,9 +178,11 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             )
         if transform is not None and not callable(transform):
             raise TypeError(f"`transform` must be callable as transform(sample, rng), got {transform!r}.")
-        self.shuffle = bool(shuffle)
-        self.drop_remainder = bool(drop_remainder)
+        self.transform = transform
+        self.shuffle = checks.flag(shuffle, name="shuffle")
+        self.drop_remainder = checks.flag(drop_remainder, name="drop_remainder")
         shard_position, engine = _resolve_shard(shard)
+        self.shard = shard_position
         self.shard_index = shard_position[0]
         self.num_shards = shard_position[1]
         self.shard_engine = engine
@@ -236,6 +238,12 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         "Seconds a worker may spend on one batch before kloader raises (None: warn once)."
     )
     start_method = Fixed[str]('How workers start: "forkserver", "spawn" or "fork".')
+    transform = Fixed["Transform | None"](
+        "What `transform(sample, rng)` makes of each sample (None: nothing)."
+    )
+    shard = Fixed["tuple[int, int]"](
+        "(shard_index, num_shards): the shard of every epoch this process reads."
+    )
     shard_index = Fixed[int]("Which shard of every epoch this process reads.")
     num_shards = Fixed[int]("How many shards every epoch is split into.")
     shard_engine = Fixed[str]('What set the shard: "explicit", "none" or the distributed engine.')

@@ -281,6 +281,9 @@ def test_a_list_of_two_python_lists_is_refused_as_ambiguous() -> None:
         ("start_method", "spawn"),
         ("shard_index", 1),
         ("num_shards", 2),
+        # The constructor's own names: before, setting them made a new attribute and did nothing.
+        ("shard", (1, 2)),
+        ("transform", np.negative),
     ],
 )
 def test_settings_cannot_be_changed_after_construction(name: str, value: Any) -> None:
@@ -291,6 +294,23 @@ def test_settings_cannot_be_changed_after_construction(name: str, value: Any) ->
         setattr(loader, name, value)
     assert_batches_equal([loader[i] for i in range(len(loader))], before)
     assert f"shuffle={loader.shuffle}" in repr(loader) and loader.shuffle is True
+
+
+def test_the_constructors_names_read_what_it_was_given() -> None:
+    loader = kloader.Loader(IdDataset(10), batch_size=4, seed=3, shard=(1, 2), transform=np.negative)
+    assert loader.shard == (1, 2) and loader.transform is np.negative
+    assert kloader.Loader(IdDataset(10), batch_size=4, seed=3, shard=None).transform is None
+
+
+@pytest.mark.parametrize("name", ["shuffle", "drop_remainder"])
+@pytest.mark.parametrize("value", ["false", None, 0, 1.0])
+def test_flags_take_only_true_or_false(name: str, value: Any) -> None:
+    """shuffle="false" used to shuffle and shuffle=None not to, without a word."""
+    with pytest.raises(TypeError, match=rf"`{name}` must be True or False, got {re.escape(repr(value))}"):
+        kloader.Loader(IdDataset(10), batch_size=4, seed=3, **{name: value})
+    assert kloader.Loader(IdDataset(10), batch_size=4, seed=3, **{name: np.bool_(False)}).shuffle is (
+        name != "shuffle"
+    )
 
 
 # ------------------------------------------------------------------ memory
