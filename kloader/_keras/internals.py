@@ -68,38 +68,37 @@ def calling_epoch_iterator(frame: FrameType | None) -> EpochIterator | None:
     """
     if frame is None or frame.f_code is not EpochIterator.__init__.__code__:
         return None
+    iterator = frame.f_locals.get("self")
+    builder = builder_frame(iterator, frame) if isinstance(iterator, EpochIterator) else None
+    call = builder.f_code.co_name if builder is not None else "fit/evaluate/predict"
     for name, fix in _IGNORED_FIT_ARGUMENTS.items():
         if frame.f_locals.get(name) is not None:
             raise ValueError(
-                f"`{name}` was passed to fit/evaluate together with a kloader.Loader, and Keras "
+                f"`{name}` was passed to {call} together with a kloader.Loader, and Keras "
                 f"would ignore it silently: {fix}."
             )
-    iterator = frame.f_locals.get("self")
     if not isinstance(iterator, EpochIterator):
         return None
-    builder = builder_frame(iterator, frame)
-    _check_batch_size(frame, builder)
+    _check_batch_size(frame, builder, call)
     _warn_if_predict_shuffles(frame, builder)
     return iterator
 
 
-def _check_batch_size(frame: FrameType, builder: FrameType | None) -> None:
+def _check_batch_size(frame: FrameType, builder: FrameType | None, call: str) -> None:
     """Refuses `batch_size=`, which Keras drops for a data adapter (the loader's batch_size rules)."""
     batch_size = frame.f_locals.get("batch_size")
     if batch_size is None:
         return
-    if (
-        builder is not None
-        and builder.f_code.co_name == "fit"
-        and call_local(builder, "x") is not frame.f_locals.get("x")
-        and call_local(builder, "validation_batch_size") is None
-    ):
-        return  # fit(x, y, batch_size=16, validation_data=loader): meant for the arrays x
+    name = "batch_size"
+    if builder is not None and call == "fit" and call_local(builder, "x") is not frame.f_locals.get("x"):
+        # Building the validation's EpochIterator.
+        if call_local(builder, "validation_batch_size") is None:
+            return  # fit(x, y, batch_size=16, validation_data=loader): meant for the arrays x
+        name = "validation_batch_size"
     raise ValueError(
-        f"`batch_size={batch_size!r}` was passed to fit/evaluate/predict together with a "
-        "kloader.Loader, and Keras would ignore it silently: the loader makes the batches. Set "
-        "it on the loader, kloader.Loader(source, batch_size=...), and leave batch_size out of "
-        "the call."
+        f"`{name}={batch_size!r}` was passed to {call} together with a kloader.Loader, and Keras "
+        "would ignore it silently: the loader makes the batches. Set it on the loader, "
+        f"kloader.Loader(source, batch_size=...), and leave {name} out of the call."
     )
 
 

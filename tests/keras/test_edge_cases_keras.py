@@ -33,6 +33,24 @@ def test_fit_with_batch_size_and_a_loader_is_refused() -> None:
         dense_model().fit(loader, batch_size=16, epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("call", ["evaluate", "predict"])
+def test_batch_size_is_refused_in_the_name_of_the_call(call: str) -> None:
+    loader = kloader.Loader(IdDataset(12), batch_size=4, shuffle=False, seed=0)
+    with pytest.raises(ValueError, match=rf"`batch_size=16` was passed to {call} together"):
+        getattr(dense_model(), call)(loader, batch_size=16, verbose=0)
+
+
+def test_validation_batch_size_with_a_validation_loader_is_refused_by_its_name() -> None:
+    """Before, the message named `batch_size`, which the user had not passed."""
+    x, y = id_arrays(12)
+    validation = kloader.Loader(IdDataset(8), batch_size=4, shuffle=False, seed=0)
+    with pytest.raises(
+        ValueError,
+        match=r"`validation_batch_size=2` was passed to fit together.*leave validation_batch_size out",
+    ):
+        dense_model().fit(x, y, validation_data=validation, validation_batch_size=2, epochs=1, verbose=0)
+
+
 def test_fit_on_arrays_with_batch_size_and_a_loader_for_validation_is_accepted() -> None:
     """batch_size meant for the training arrays is not held against a validation loader."""
     x, y = id_arrays(12)

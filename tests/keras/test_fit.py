@@ -191,7 +191,7 @@ def test_arguments_keras_would_drop_are_refused(argument: str) -> None:
     """y / sample_weight / class_weight next to a Loader raise instead of being ignored."""
     loader = kloader.Loader(IdDataset(8), batch_size=4)
     value = {"y": np.zeros(8), "sample_weight": np.ones(8), "class_weight": {0: 1.0}}[argument]
-    with pytest.raises(ValueError, match=f"`{argument}` was passed"):
+    with pytest.raises(ValueError, match=f"`{argument}` was passed to fit together"):
         id_model(IdRecorder()).fit(loader, verbose=0, **{argument: value})
 
 
