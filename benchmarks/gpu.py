@@ -216,7 +216,7 @@ def main() -> None:
 
     print(
         f"backend {keras.backend.backend()}, device {device()}; {count} JPEGs {source[0]}x{source[1]} -> "
-        f"{args.size}x{args.size}, batch {args.batch_size}, {args.workers} workers, "
+        f"{args.size}x{args.size}, batch {args.batch_size}, {','.join(map(str, worker_counts))} workers, "
         f"{args.warmup} + {args.steps} steps per loader; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs",
         flush=True,

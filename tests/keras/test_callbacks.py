@@ -341,6 +341,41 @@ def test_double_checkpoint_takes_weights_and_position_from_the_same_backup(tmp_p
     assert recorder.train_ids() == reference[4:], "resumes after batch 4, where the restored weights are"
 
 
+def test_backup_and_restore_with_epoch_sync_resumes_the_validation_loader_too(tmp_path: Path) -> None:
+    """As the README says: kloader.BackupAndRestore steers the training loader, and
+    EpochSync(train, validation) beside it puts a shuffled validation loader where the
+    uninterrupted run's validations read it. A crash in Keras epoch 2 (after two
+    validations), then a fresh process's loaders: the same training batches from the
+    next one, and validations 2 and 3 read the validation loader's epochs 2 and 3."""
+    backup = str(tmp_path / "backup")
+
+    def fit(backup_and_crash: int | None) -> tuple[IdRecorder, dict[int, list[list[int]]], kloader.Loader]:
+        recorder = IdRecorder()
+        runs = ValidationRuns(recorder)
+        train = kloader.Loader(IdDataset(20), batch_size=4, seed=3)  # 5 batches
+        validation = kloader.Loader(IdDataset(12), batch_size=4, seed=11)  # 3 batches, shuffled
+        callbacks: list[keras.callbacks.Callback] = [recorder, runs]
+        if backup_and_crash is not None:
+            callbacks += [
+                kloader.EpochSync(train, validation),
+                kloader.BackupAndRestore(train, backup, save_freq=1),
+            ]
+        if backup_and_crash:
+            callbacks.append(StopAt(backup_and_crash))
+        with contextlib.suppress(RuntimeError):
+            id_model(recorder).fit(
+                train, validation_data=validation, epochs=4, verbose=0, callbacks=callbacks
+            )
+        return recorder, runs.runs, validation
+
+    reference, reference_runs, validation = fit(None)
+    assert list(reference_runs.values()) == [epoch_ids(validation, range(n, n + 1)) for n in range(4)]
+    fit(12)  # crashes after batch 2 of Keras epoch 2
+    resumed, resumed_runs, _ = fit(0)
+    assert resumed.train_ids() == reference.train_ids()[12:]
+    assert resumed_runs == {2: reference_runs[2], 3: reference_runs[3]}
+
+
 def test_damaged_backup_metadata_names_the_file(tmp_path: Path) -> None:
     """A training metadata file that is not JSON: a ValueError that names it and says what to do."""
     backup = tmp_path / "backup"
