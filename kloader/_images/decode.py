@@ -125,7 +125,7 @@ class DecodeSpec:
         object.__setattr__(self, "image_size", _image_size(self.image_size))
         _one_of(self.color_mode, COLOR_MODES, "color_mode")
         _one_of(self.interpolation, INTERPOLATIONS, "interpolation")
-        _one_of(self.dtype, DTYPES, "dtype")
+        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
         if not isinstance(self.fast_decode, bool) and self.fast_decode != "max":
             raise ValueError(
                 f"`fast_decode` must be True or False, got {self.fast_decode!r}. True decodes "
@@ -202,6 +202,17 @@ def _image_size(value: Any) -> tuple[int, int]:
             "For example image_size=(224, 224)."
         )
     return (int(height), int(width))
+
+
+def _dtype_name(value: Any) -> str:
+    """ "uint8" or "float32" from a name or a NumPy dtype (np.uint8, np.dtype("float32"))."""
+    try:
+        name: str | None = str(np.dtype(value).name) if value is not None else None
+    except TypeError:
+        name = None
+    if name is None or name not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {sorted(DTYPES)} (or np.uint8, np.float32), got {value!r}.")
+    return name
 
 
 def _one_of(value: Any, allowed: Any, name: str) -> None:

@@ -492,6 +492,8 @@ def test_check_accepts_good_files(tmp_path: Path) -> None:
         ({"image_size": (10, 10), "color_mode": "cmyk"}, "color_mode"),
         ({"image_size": 8, "interpolation": "cubic"}, "interpolation"),
         ({"image_size": 8, "dtype": "float16"}, "dtype"),
+        ({"image_size": 8, "dtype": None}, "dtype"),
+        ({"image_size": 8, "dtype": "pixels"}, "dtype"),
         ({"image_size": 8, "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": True}, "Only one"),
         ({"image_size": 8, "dtype": "uint8", "rescale": 1 / 255}, "rescale"),
         ({"image_size": 8, "max_pixels": 0}, "max_pixels"),
@@ -501,6 +503,14 @@ def test_bad_options_are_refused(options: dict[str, object], message: str) -> No
     """Invalid decode options raise a ValueError naming the option."""
     with pytest.raises(ValueError, match=message):
         DecodeSpec(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.dtype("uint8"), "u1", np.float32, np.dtype("float32")])
+def test_numpy_dtypes_name_the_two_dtypes(dtype: object) -> None:
+    """dtype=np.uint8 was refused though it names "uint8"; the spec keeps the name."""
+    spec = DecodeSpec(8, dtype=dtype)  # type: ignore[arg-type]
+    assert spec.dtype == np.dtype(dtype).name  # type: ignore[call-overload]
+    assert spec == DecodeSpec(8, dtype=np.dtype(dtype).name)  # type: ignore[call-overload]
 
 
 def test_fast_decode_max_is_another_name_for_true() -> None:
