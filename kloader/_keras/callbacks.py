@@ -98,19 +98,30 @@ class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]
         if not loaders or not all(isinstance(loader, Loader) for loader in loaders):
             raise TypeError("EpochSync(*loaders) takes one or more kloader.Loader objects.")
         self.loaders = loaders
+        self._placed: list[Loader] = list(loaders)  # the loaders this callback places
         self._first_epoch = True
         self._validation: internals.FitValidation | None = None
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._first_epoch = True
-        self._validation = internals.fit_validation(internals.caller_frame(0))
-        for loader in self.loaders:
+        frame = internals.caller_frame(0)
+        self._validation = internals.fit_validation(frame)
+        # A loader that a kloader.BackupAndRestore of the same fit restores is placed by it
+        # (at the batch its backup saved, on Keras's epoch numbers): placed here too, it
+        # would go back to its Keras epoch's start when this callback's hook ran second.
+        restored = [
+            callback.loader
+            for callback in internals.fit_callbacks(frame)
+            if isinstance(callback, BackupAndRestore)
+        ]
+        self._placed = [loader for loader in self.loaders if not any(loader is other for other in restored)]
+        for loader in self._placed:
             _follow_steps(loader, self._steps_of(loader))
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         if self._first_epoch:
             self._first_epoch = False
-            for loader in self.loaders:
+            for loader in self._placed:
                 self._position(loader, epoch)
 
     def _trains_on(self, loader: Loader) -> bool:

@@ -253,6 +253,14 @@ def fit_validation(frame: FrameType | None) -> FitValidation | None:
     )
 
 
+def fit_callbacks(frame: FrameType | None) -> list[Any]:
+    """The callbacks of the Keras call above `frame` (a callback's hook): those of the
+    CallbackList it keeps in its local `callbacks`; empty if none is found."""
+    call = outermost_keras_call(frame)
+    callbacks = call_local(call, "callbacks") if call is not None else None
+    return list(callbacks.callbacks) if isinstance(callbacks, CallbackList) else []
+
+
 def add_callback(call: FrameType, callback: Any) -> bool:
     """Adds `callback` to the CallbackList of the running Keras `call`, if it has made it yet.
 

@@ -341,12 +341,18 @@ def test_double_checkpoint_takes_weights_and_position_from_the_same_backup(tmp_p
     assert recorder.train_ids() == reference[4:], "resumes after batch 4, where the restored weights are"
 
 
-def test_backup_and_restore_with_epoch_sync_resumes_the_validation_loader_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backup_first", [False, True])
+def test_backup_and_restore_with_epoch_sync_resumes_the_validation_loader_too(
+    tmp_path: Path, backup_first: bool
+) -> None:
     """As the README says: kloader.BackupAndRestore steers the training loader, and
     EpochSync(train, validation) beside it puts a shuffled validation loader where the
     uninterrupted run's validations read it. A crash in Keras epoch 2 (after two
     validations), then a fresh process's loaders: the same training batches from the
-    next one, and validations 2 and 3 read the validation loader's epochs 2 and 3."""
+    next one, and validations 2 and 3 read the validation loader's epochs 2 and 3. In
+    either order: EpochSync leaves the training loader to BackupAndRestore (listed after
+    it, it used to put that loader back at its Keras epoch's start: batches trained twice,
+    the last epoch never)."""
     backup = str(tmp_path / "backup")
 
     def fit(backup_and_crash: int | None) -> tuple[IdRecorder, dict[int, list[list[int]]], kloader.Loader]:
@@ -356,10 +362,11 @@ def test_backup_and_restore_with_epoch_sync_resumes_the_validation_loader_too(tm
         validation = kloader.Loader(IdDataset(12), batch_size=4, seed=11)  # 3 batches, shuffled
         callbacks: list[keras.callbacks.Callback] = [recorder, runs]
         if backup_and_crash is not None:
-            callbacks += [
+            steering = [
                 kloader.EpochSync(train, validation),
                 kloader.BackupAndRestore(train, backup, save_freq=1),
             ]
+            callbacks += steering[::-1] if backup_first else steering
         if backup_and_crash:
             callbacks.append(StopAt(backup_and_crash))
         with contextlib.suppress(RuntimeError):
