@@ -58,8 +58,8 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     whether a callback set `stop_training` at a batch's end, so that a `fit` that
     ends in the middle of a loader epoch leaves the loader after its last
     trained batch (or, stopped, at that epoch's start). It counts the batches
-    each evaluation (an `evaluate`, or the validation inside `fit`) used in the
-    same way, and reports them at its end: tf.data's prefetch may have pulled
+    each evaluation (an `evaluate`, or the validation inside `fit`) and each
+    `predict` used in the same way, and reports them at its end: tf.data's prefetch may have pulled
     the whole epoch where `steps` / `validation_steps` used less. With
     `steps_per_execution` > 1 older Keras reports the first step of each
     execution: then no batch is counted.
@@ -113,7 +113,14 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
             calls.on_evaluated(self._key, self._tested)
         self._closing("on_test_end")
 
+    # A prediction uses its passes as an evaluation does: counted the same way.
+    on_predict_begin = on_test_begin
+    on_predict_batch_end = on_test_batch_end
+
     def on_predict_end(self, logs: Any = None) -> None:
+        calls = self._calls()
+        if self._tested is not None and calls is not None:
+            calls.on_evaluated(self._key, self._tested)
         self._closing("on_predict_end")
 
 

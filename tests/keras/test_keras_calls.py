@@ -19,7 +19,7 @@ import pytest
 import kloader
 from kloader._keras.calls import KerasCalls
 
-from keras_utils import IdRecorder, StopAt, StopTrainingAt, id_model
+from keras_utils import IdRecorder, StopAt, StopTrainingAt, first_feature_model, id_model
 from utils import IdDataset, assert_labels, expected_labels, jitter, jitter_label
 
 
@@ -154,6 +154,23 @@ def test_evaluations_of_fewer_steps_than_the_loader_leave_its_epoch() -> None:
     assert loader.epoch == 1
     first = [loader.indices(batch, 0).tolist() for batch in range(5)]
     assert recorder.test_ids() == first[:3] * 5 + first
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_predictions_of_fewer_steps_than_the_loader_leave_its_epoch(steps: int) -> None:
+    """predict(steps=k) on a 3-batch loader leaves it at epoch 0, also where a read-ahead
+    or tf.data's prefetch pulled the pass to its end (Keras 3.10 on JAX, TensorFlow): before,
+    the next fit then never trained epoch 0. A full predict reads epoch 0 and completes it."""
+    loader = kloader.Loader(
+        IdDataset(12), batch_size=4, shuffle=False, seed=4, num_workers=2, transform=jitter_label
+    )
+    model = first_feature_model()
+    for _ in range(3):
+        rows = model.predict(loader, steps=steps, verbose=0)
+        assert rows[:, 0].round().astype(int).tolist() == list(range(4 * steps))
+        assert loader.epoch == 0
+    model.predict(loader, verbose=0)
+    assert loader.epoch == 1
 
 
 def test_samples_whose_shape_varies_from_batch_to_batch_train() -> None:
