@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from kloader._keras import internals
+from kloader._keras import feed, internals
 from kloader._keras.loader import Loader, feed_of
 
 
@@ -63,8 +63,7 @@ def _follow_steps(loader: Loader, steps: int | None) -> None:
     uninterrupted run) and takes a new iterator at the next loader epoch's start. Either
     way the batches of every Keras epoch are exactly the uninterrupted run's.
     """
-    length = len(loader)
-    feed_of(loader).slices_epochs = steps is not None and steps < length and length % steps == 0
+    feed_of(loader).slices_epochs = feed.slices(steps, len(loader))
 
 
 class EpochSync(keras.callbacks.Callback):  # type: ignore[misc]

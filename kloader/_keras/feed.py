@@ -36,6 +36,15 @@ from kloader._keras import internals
 from kloader._keras.calls import CallKey, KerasCalls
 
 
+def slices(steps: Any, length: int) -> bool:
+    """Whether Keras's `steps_per_epoch=steps` cuts each loader epoch of `length` batches
+    into whole slices. Then every Keras iterator must yield one loader epoch's worth of
+    batches, wherever it starts, running on into the next epoch: Keras keeps one iterator
+    for several of its epochs, and one that ended with its loader epoch would leave the
+    next Keras epoch short (Keras then warns that the input ran out)."""
+    return isinstance(steps, int) and 0 < steps < length and length % steps == 0
+
+
 class KerasFeed:
     """The Keras-facing state of one loader.
 
@@ -175,6 +184,11 @@ class KerasFeed:
             self._iterators[epoch_iterator] = passes
             if call is not None and not reads_only and call.f_code.co_name == "fit":
                 self._training = self.calls.key_of(call, epoch_iterator)
+                # A fit that starts in the middle of a loader epoch (a second fit) takes one
+                # iterator for several Keras epochs: see `slices`.
+                self.slices_epochs = slices(
+                    internals.call_local(call, "steps_per_epoch"), self.cursor.batches_per_epoch
+                )
                 # fit's own EpochIterator (TensorFlow asks while building it, before fit holds
                 # it), not the one it validates with.
                 if internals.call_epoch_iterator(call) in (None, epoch_iterator):
@@ -201,8 +215,10 @@ class KerasFeed:
 
     def _call_ended(self, key: CallKey, cleanly: bool) -> None:
         trained = self._trained_by_call.pop(key, None)
-        if trained is not None and not cleanly:
-            trained.interrupted()
+        if trained is not None:
+            self.slices_epochs = False  # for the fit that set it; an evaluate after it reads epochs
+            if not cleanly:
+                trained.interrupted()
         for passes in self._passes_of_call.pop(key, []):
             passes.close()
         if not self.calls.open:

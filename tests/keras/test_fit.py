@@ -154,6 +154,31 @@ def test_fits_of_fewer_steps_than_an_epoch_go_on_where_the_last_stopped(num_work
     assert_labels(recorder.train, expected_labels(loader, 2)[:10])
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_second_fit_from_the_middle_of_an_epoch_with_steps_that_divide_it(num_workers: int) -> None:
+    """fit(epochs=1, steps_per_epoch=2) on a 4-batch loader leaves it at batch 2; then
+    fit(epochs=3, steps_per_epoch=2) trains the 6 batches that follow. Before, Keras's one
+    iterator for several epochs ended with the loader epoch: the second Keras epoch was
+    empty ("ran out"), and two batches were never trained. Then evaluate reads an epoch."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(
+        IdDataset(16), batch_size=4, seed=5, transform=jitter_label, num_workers=num_workers
+    )
+    model = id_model(recorder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Keras's "ran out" would fail the test
+        model.fit(loader, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[recorder])
+        history = model.fit(loader, epochs=3, steps_per_epoch=2, verbose=0, callbacks=[recorder])
+    assert len(history.history["loss"]) == 3
+    assert_labels(recorder.train, expected_labels(loader, 2))
+    assert (loader.epoch, loader.state_dict()["batch"]) == (2, 0)
+    loader.load_state_dict(loader.state_at(2, 2))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        model.evaluate(loader, verbose=0, callbacks=[recorder])  # the rest of epoch 2, not into epoch 3
+    assert [ids.tolist() for ids in recorder.test] == [b.tolist() for b in expected_labels(loader, 3)[10:12]]
+
+
 @pytest.mark.parametrize("stop_after", [3, 5])
 def test_a_fit_stopped_mid_epoch_leaves_the_loader_at_that_epochs_start(stop_after: int) -> None:
     """stop_training after 3 of 5 batches: the loader stays at epoch 0, batch 0, and the next
