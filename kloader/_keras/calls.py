@@ -107,21 +107,21 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_end(self, logs: Any = None) -> None:
         self._closing("on_train_end")
 
-    def on_test_end(self, logs: Any = None) -> None:
+    def _evaluation_ends(self, hook: str) -> None:
         calls = self._calls()
         if self._tested is not None and calls is not None:
             calls.on_evaluated(self._key, self._tested)
-        self._closing("on_test_end")
+        self._closing(hook)
+
+    def on_test_end(self, logs: Any = None) -> None:
+        self._evaluation_ends("on_test_end")
 
     # A prediction uses its passes as an evaluation does: counted the same way.
     on_predict_begin = on_test_begin
     on_predict_batch_end = on_test_batch_end
 
     def on_predict_end(self, logs: Any = None) -> None:
-        calls = self._calls()
-        if self._tested is not None and calls is not None:
-            calls.on_evaluated(self._key, self._tested)
-        self._closing("on_predict_end")
+        self._evaluation_ends("on_predict_end")
 
 
 class KerasCalls:
