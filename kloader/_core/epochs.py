@@ -28,9 +28,10 @@ A loader's cursor moves in three ways:
   to the batch after the last one it says it trained (`trained`, counted by
   its callbacks), so that the next call goes on from there instead of
   training the same batches again. When it ends there because it was
-  `stopped` in the middle of an epoch (Keras's `stop_training`), the cursor
-  stays at the start of that pass: the next call trains the epoch again, in
-  full. Either way on every backend: on TensorFlow, whose pass completed as
+  `stopped` in the middle of an epoch (Keras's `stop_training`), the batches
+  of that epoch do not count: the cursor moves to where the epoch began (the
+  pass's start, or the end of the Keras epoch before it in the same pass), and
+  the next call trains the epoch again, in full. Either way on every backend: on TensorFlow, whose pass completed as
   tf.data prefetched its last batch, the cursor moves back.
   An iterator that `reads_only` (validation on the loader that is training)
   reads whole epochs at the cursor's epoch and never moves the cursor.
@@ -110,7 +111,8 @@ class IteratorPasses:
         # what a `reset` throws away (Keras resets at the start of each call, so earlier
         # passes of a reused iterator, an earlier evaluation's, keep what they did).
         self._since_epoch_end: list[Pass] = []
-        self._stopped = False
+        self._stopped_batches = 0  # trained in the epoch the framework stopped in the middle of
+        self._last_counted = 0  # batches of the latest `trained`
         self._counted = False  # whether the framework says what it trained (`trained`)
         self.closed = False
 
@@ -151,6 +153,7 @@ class IteratorPasses:
         """The framework trained `batches` more batches from these passes: the next ones they
         handed out, in the order they handed them out (discarded passes never train)."""
         self._counted = True
+        self._last_counted = batches
         for made in self._in_training:
             if made.discarded:
                 continue
@@ -199,9 +202,10 @@ class IteratorPasses:
         self._counted = True
 
     def stopped(self) -> None:
-        """The framework stopped in the middle of an epoch: a pass it trained only part of
-        is trained again from its start by the next call."""
-        self._stopped = True
+        """The framework stopped in the middle of the epoch whose batches `trained` counted
+        last: the next call trains that epoch again from its start, or from the start of
+        the pass it cut, if the epoch began in an earlier pass."""
+        self._stopped_batches = self._last_counted
 
     def reset(self) -> None:
         """The framework threw away its passes (after building the model): none of them
@@ -253,7 +257,8 @@ class IteratorPasses:
             return
         if cut.trained == 0 and not cut.completed:
             return
-        trained = 0 if self._stopped else cut.trained
+        # Batches of an epoch stopped in the middle do not count: it is trained again.
+        trained = max(0, cut.trained - self._stopped_batches)
         # Unless the cursor was moved since (set_epoch, load_state_dict): then it stays.
         where_this_pass_left_it = (cut.start, cut.position) if cut.completed else (cut.start,)
         if self.cursor.advance_from_any(
@@ -263,7 +268,7 @@ class IteratorPasses:
                 "kloader: the call ended %d batches into a pass from epoch %d, batch %d%s",
                 cut.trained,
                 *cut.start,
-                ", stopped: the next call starts that pass again" if self._stopped else "",
+                ", stopped: the next call trains that epoch again" if self._stopped_batches else "",
             )
 
     def _forget_finished(self) -> None:

@@ -81,8 +81,14 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
         model = getattr(self, "_model", None)
         if self._steps is not None:
             self._steps = internals.steps_trained(model, batch, self._steps)
-        # Set by a callback at this batch's end (they run before this one): Keras leaves the epoch.
-        self._stopped = self._stopped or bool(getattr(model, "stop_training", False))
+        # Set by a callback at this batch's end (they run before this one): Keras leaves the
+        # epoch. At the epoch's last step, the epoch was trained in full: not a stop in its middle.
+        if getattr(model, "stop_training", False) and not self._at_last_step():
+            self._stopped = True
+
+    def _at_last_step(self) -> bool:
+        steps = getattr(self, "params", None) or {}
+        return self._steps is not None and self._steps == steps.get("steps")
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if self._steps is None:

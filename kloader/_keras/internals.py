@@ -272,6 +272,8 @@ def add_callback(call: FrameType, callback: Any) -> bool:
         return False
     if getattr(callbacks, "model", None) is not None:
         callback.set_model(callbacks.model)
+    if getattr(callbacks, "params", None):
+        callback.set_params(callbacks.params)
     callbacks.callbacks.append(callback)
     return True
 

@@ -202,6 +202,23 @@ def test_a_stopped_call_leaves_the_cursor_at_the_start_of_the_pass_it_cut(comple
     assert cursor.position == (2, 0)
 
 
+@pytest.mark.parametrize("completes_on_last", [False, True])
+def test_a_call_stopped_in_its_second_epoch_of_one_pass_leaves_the_cursor_after_the_first(
+    completes_on_last: bool,
+) -> None:
+    """Framework epochs of 2 batches in a pass of 5 (Keras's steps_per_epoch): stopped after
+    one batch of the second, the cursor goes back to that epoch's start, not the pass's."""
+    cursor = Cursor(5)
+    passes = IteratorPasses(cursor, completes_on_last=completes_on_last)
+    pulled(passes, 5)  # read ahead to the pass's end
+    passes.trained(2)
+    passes.epoch_ended()
+    passes.trained(1)
+    passes.stopped()
+    passes.close()
+    assert cursor.position == (0, 2)
+
+
 def test_a_pass_trained_in_full_completes_even_if_its_epoch_never_ended() -> None:
     """stop_training at an epoch's last batch: Keras leaves before the epoch's end."""
     cursor = Cursor(3)

@@ -195,6 +195,29 @@ def test_a_fit_stopped_mid_epoch_leaves_the_loader_at_that_epochs_start(stop_aft
     assert_labels(recorder.train, expected[:stop_after] + again)
 
 
+@pytest.mark.parametrize("stop_after", [4, 5, 6])
+def test_a_fit_stopped_in_a_keras_epoch_shorter_than_the_loader_trains_that_keras_epoch_again(
+    stop_after: int,
+) -> None:
+    """steps_per_epoch=3 on a 7-batch loader: Keras epoch 1 is batches 3-5 of loader epoch 0.
+    stop_training after 1 or 2 of them leaves the loader at batch 3, not at batch 0: the
+    next fit trains Keras epoch 1 again, not the Keras epoch before it that was trained
+    in full. Stopped at Keras epoch 1's last batch, the loader stands after it."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(28), batch_size=4, seed=8, transform=jitter_label, num_workers=2)
+    model = id_model(recorder)
+    expected = expected_labels(loader, 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        model.fit(
+            loader, epochs=3, steps_per_epoch=3, verbose=0, callbacks=[recorder, StopTrainingAt(stop_after)]
+        )
+        resumes_at = 3 if stop_after < 6 else 6
+        assert (loader.epoch, loader.state_dict()["batch"]) == (0, resumes_at)
+        model.fit(loader, epochs=1, steps_per_epoch=3, verbose=0, callbacks=[recorder])
+    assert_labels(recorder.train, expected[:stop_after] + expected[resumes_at : resumes_at + 3])
+
+
 def test_workers_live_through_fit_and_stop_after() -> None:
     """Workers start once per fit, serve every epoch, and are gone when fit returns."""
 
