@@ -182,17 +182,22 @@ class KerasFeed:
             reads_only = self._training is not None and self.calls.is_open(self._training)
             passes = IteratorPasses(self.cursor, completes_on_last=tensorflow, reads_only=reads_only)
             self._iterators[epoch_iterator] = passes
-            if call is not None and not reads_only and call.f_code.co_name == "fit":
+            # fit's own EpochIterator (TensorFlow asks while building it, before fit holds
+            # it); not the one it validates with, nor one of an evaluate or predict that a
+            # callback runs on another loader: those read this loader, they do not train it.
+            if (
+                call is not None
+                and not reads_only
+                and call.f_code.co_name == "fit"
+                and internals.call_epoch_iterator(call) in (None, epoch_iterator)
+            ):
                 self._training = self.calls.key_of(call, epoch_iterator)
                 # A fit that starts in the middle of a loader epoch (a second fit) takes one
                 # iterator for several Keras epochs: see `slices`.
                 self.slices_epochs = slices(
                     internals.call_local(call, "steps_per_epoch"), self.cursor.batches_per_epoch
                 )
-                # fit's own EpochIterator (TensorFlow asks while building it, before fit holds
-                # it), not the one it validates with.
-                if internals.call_epoch_iterator(call) in (None, epoch_iterator):
-                    self._trained_by_call[self._training] = passes
+                self._trained_by_call[self._training] = passes
         if call is not None:
             key = self.calls.seen(call, epoch_iterator)
             of_call = self._passes_of_call.setdefault(key, [])

@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -85,6 +86,41 @@ def test_evaluate_from_a_callback_does_not_move_the_training_epoch() -> None:
     assert_labels(recorder.train, expected_labels(loader, 3))
     assert loader.epoch == 3
     assert len(recorder.test) == 3 * 2
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_evaluation_of_another_loader_from_a_callback_reads_its_next_epoch_each_time(
+    num_workers: int,
+) -> None:
+    """model.evaluate(other) and a predict of it at every epoch's end, inside fit: each full
+    evaluation completes one of other's epochs, as outside fit. (The second and later
+    evaluations in a fit read one epoch again: the loader took them for a validation of the
+    loader being trained.)"""
+    recorder = IdRecorder()
+    train = kloader.Loader(IdDataset(8), batch_size=4, seed=9, transform=jitter_label)
+    other = kloader.Loader(
+        IdDataset(12), batch_size=4, seed=3, transform=jitter_label, num_workers=num_workers
+    )
+    predicted: list[int] = []
+
+    class EvaluateAndPredict(EvaluateEachEpoch):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(epoch, logs)
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message="predict.. runs on a kloader.Loader with shuffle=True"
+                )
+                predicted.append(len(self.model.predict(other, verbose=0)))
+
+    id_model(recorder).fit(
+        train, epochs=3, verbose=0, callbacks=[recorder, EvaluateAndPredict(other, recorder)]
+    )
+    epochs = expected_labels(other, 5)  # 3 batches each
+    # Each evaluation, then the predict after it, completes one of other's epochs.
+    assert_labels(recorder.test, epochs[0:3] + epochs[6:9] + epochs[12:15])
+    assert predicted == [12, 12, 12]
+    assert other.epoch == 6
+    assert_labels(recorder.train, expected_labels(train, 3))
 
 
 class VariableLength:
