@@ -34,7 +34,9 @@ A loader's cursor moves in three ways:
   the next call trains the epoch again, in full. Either way on every backend: on TensorFlow, whose pass completed as
   tf.data prefetched its last batch, the cursor moves back.
   An iterator that `reads_only` (validation on the loader that is training)
-  reads whole epochs at the cursor's epoch and never moves the cursor.
+  reads whole epochs and never moves the cursor: the epoch that the batches
+  the training iterator says it trained reached (`trained_to`), which
+  TensorFlow's prefetch may have run ahead of.
 - `loose_pass`: a pass no framework iterator owns completes when exhausted.
 
 In every case the cursor moves only if nobody moved it since the pass began
@@ -44,11 +46,12 @@ In every case the cursor moves only if nobody moved it since the pass began
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from kloader._core.cursor import Cursor
+from kloader._core.cursor import Cursor, Position
 from kloader._core.passes import Pass
 
 _log = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ class IteratorPasses:
         cursor: the loader's cursor.
         completes_on_last: a pass completes as it hands out its last batch.
         reads_only: passes read whole epochs at the cursor's epoch and never complete.
+        reads_beside: with `reads_only`, the passes that train from the same cursor:
+            read the epoch their trained batches reached (`trained_to`) instead.
 
     Example:
         ```python
@@ -97,10 +102,18 @@ class IteratorPasses:
         ```
     """
 
-    def __init__(self, cursor: Cursor, *, completes_on_last: bool = False, reads_only: bool = False):
+    def __init__(
+        self,
+        cursor: Cursor,
+        *,
+        completes_on_last: bool = False,
+        reads_only: bool = False,
+        reads_beside: IteratorPasses | None = None,
+    ):
         self.cursor = cursor
         self.completes_on_last = completes_on_last
         self.reads_only = reads_only
+        self._reads_beside = reads_beside
         # Started passes that may still complete. Held strongly: Keras may drop
         # an exhausted pass before it says that the epoch ended.
         self._open: list[Pass] = []
@@ -111,8 +124,11 @@ class IteratorPasses:
         # what a `reset` throws away (Keras resets at the start of each call, so earlier
         # passes of a reused iterator, an earlier evaluation's, keep what they did).
         self._since_epoch_end: list[Pass] = []
+        # The framework's threads hand out batches (tf.data's) while this one says what it
+        # trained or that an epoch ended.
+        self._lock = threading.RLock()
+        self._this_epoch = 0  # batches trained in the framework's epoch in progress (`training`)
         self._stopped_batches = 0  # trained in the epoch the framework stopped in the middle of
-        self._last_counted = 0  # batches of the latest `trained`
         self._counted = False  # whether the framework says what it trained (`trained`)
         self.closed = False
 
@@ -122,51 +138,57 @@ class IteratorPasses:
             length = 0
         if self.reads_only:
             length = self.cursor.batches_per_epoch if length is None else length
-            made = Pass(self.cursor, make=make, from_epoch_start=True, length=length)
+            beside = self._reads_beside
+            epoch_to_read = None if beside is None else (lambda: beside.trained_to().epoch)
+            made = Pass(
+                self.cursor, make=make, from_epoch_start=True, epoch_to_read=epoch_to_read, length=length
+            )
         else:
             made = Pass(self.cursor, make=make, length=length, after_each=self._handed_out)
         self._made.add(made)
         return made
 
     def _handed_out(self, handed_out: Pass) -> None:
-        if handed_out.handed_out == 1:
-            self._open.append(handed_out)
-            self._in_training.append(handed_out)
-            self._since_epoch_end.append(handed_out)
-            # `trained` keeps this list to the passes not yet trained (two or three); a
-            # framework that never says what it trained must not make it grow each epoch.
-            del self._in_training[:-_KEPT_UNTRAINED]
-            del self._since_epoch_end[:-_KEPT_UNTRAINED]
-        if self.completes_on_last and handed_out.handed_out_all:
-            handed_out.complete()
-            self._forget_finished()
+        with self._lock:
+            if handed_out.handed_out == 1:
+                self._open.append(handed_out)
+                self._in_training.append(handed_out)
+                self._since_epoch_end.append(handed_out)
+                # `trained` keeps this list to the passes not yet trained (two or three); a
+                # framework that never says what it trained must not make it grow each epoch.
+                del self._in_training[:-_KEPT_UNTRAINED]
+                del self._since_epoch_end[:-_KEPT_UNTRAINED]
+            if self.completes_on_last and handed_out.handed_out_all:
+                handed_out.complete()
+                self._forget_finished()
 
     def epoch_ended(self) -> None:
         """The framework finished an epoch: passes that handed out all their batches complete."""
-        for open_pass in self._open:
-            if open_pass.handed_out_all:
-                open_pass.complete()
-        self._since_epoch_end.clear()
-        self._forget_finished()
+        with self._lock:
+            for open_pass in self._open:
+                if open_pass.handed_out_all:
+                    open_pass.complete()
+            self._since_epoch_end.clear()
+            self._forget_finished()
 
     def trained(self, batches: int) -> None:
         """The framework trained `batches` more batches from these passes: the next ones they
         handed out, in the order they handed them out (discarded passes never train)."""
-        self._counted = True
-        self._last_counted = batches
-        for made in self._in_training:
-            if made.discarded:
-                continue
-            taken = min(batches, made.handed_out - made.trained)
-            made.trained += taken
-            batches -= taken
-            if batches == 0:
-                break
-        self._in_training = [
-            made
-            for made in self._in_training
-            if not made.discarded and not (made.completed and made.trained == made.handed_out)
-        ]
+        with self._lock:
+            self._counted = True
+            for made in self._in_training:
+                if made.discarded:
+                    continue
+                taken = min(batches, made.handed_out - made.trained)
+                made.trained += taken
+                batches -= taken
+                if batches == 0:
+                    break
+            self._in_training = [
+                made
+                for made in self._in_training
+                if not made.discarded and not (made.completed and made.trained == made.handed_out)
+            ]
 
     def evaluated(self, batches: int) -> None:
         """An evaluation (one epoch, after which the framework throws its pass away) used
@@ -174,19 +196,20 @@ class IteratorPasses:
         pass never completes, as where nothing reads ahead: a completion that came first
         (a prefetch, tf.data's, that pulled the pass to its end, possibly still pulling
         in its own thread) is taken back, and the cursor returns to the pass's start."""
-        if not self._in_training:
-            return
-        latest = self._in_training[-1]
-        if not latest.started or batches >= latest.handed_out + latest.remaining:
-            return
-        if self._take_back(latest):
-            _log.debug(
-                "kloader: an evaluation used %d of the %d batches of a pass from epoch %d, "
-                "batch %d: the pass does not complete",
-                batches,
-                latest.handed_out,
-                *latest.start,
-            )
+        with self._lock:
+            if not self._in_training:
+                return
+            latest = self._in_training[-1]
+            if not latest.started or batches >= latest.handed_out + latest.remaining:
+                return
+            if self._take_back(latest):
+                _log.debug(
+                    "kloader: an evaluation used %d of the %d batches of a pass from epoch %d, "
+                    "batch %d: the pass does not complete",
+                    batches,
+                    latest.handed_out,
+                    *latest.start,
+                )
 
     def _take_back(self, made: Pass) -> bool:
         """Discards `made`; if it had completed, the cursor returns to its start (unless it
@@ -196,48 +219,87 @@ class IteratorPasses:
 
     def interrupted(self) -> None:
         """The framework's call left through an exception, in the middle of an epoch it
-        never reported: the batches it said it trained are all it trained, so the cursor
+        never reported: the batches of the epochs it ended are all it trained, so the cursor
         goes back to where that epoch began, even where a pass of it completed early
         (TensorFlow's, pulled to its end by tf.data's prefetch)."""
-        self._counted = True
+        with self._lock:
+            self._counted = True
+            self._this_epoch = 0
 
-    def stopped(self) -> None:
-        """The framework stopped in the middle of the epoch whose batches `trained` counted
-        last: the next call trains that epoch again from its start, or from the start of
-        the pass it cut, if the epoch began in an earlier pass."""
-        self._stopped_batches = self._last_counted
+    def training(self, batches: int) -> None:
+        """The framework trained `batches` more batches in the epoch in progress. They count
+        (`trained`) when it says that epoch is over (`epoch_trained`); meanwhile they say
+        which epoch a validation reads (`trained_to`)."""
+        with self._lock:
+            self._this_epoch += batches
+
+    def epoch_trained(self, *, stopped: bool = False) -> None:
+        """The framework's epoch in progress is over: the batches `training` counted in it
+        are `trained`; `stopped`: it stopped in their middle (see `stopped`)."""
+        with self._lock:
+            batches, self._this_epoch = self._this_epoch, 0
+            self.trained(batches)
+            if stopped:
+                self.stopped(batches)
+
+    def stopped(self, batches: int) -> None:
+        """The framework stopped in the middle of an epoch, after training (and reporting to
+        `trained`) `batches` batches of it: the next call trains that epoch again from its
+        start, or from the start of the pass it cut, if the epoch began in an earlier pass."""
+        with self._lock:
+            self._stopped_batches = batches
+
+    def trained_to(self) -> Position:
+        """Where the batches the framework said it trained (in ended epochs, and so far in the
+        one in progress) leave the cursor, whatever its read-ahead did: after the last of
+        them, or, when every pass was trained in full, where the cursor stands. The epoch a
+        validation on the same loader reads."""
+        with self._lock:
+            if self._counted or self._this_epoch:
+                in_progress = self._this_epoch
+                for made in self._in_training:
+                    if made.discarded:
+                        continue
+                    trained = made.trained + min(in_progress, made.handed_out - made.trained)
+                    in_progress -= trained - made.trained
+                    if made.handed_out_all and trained == made.handed_out:
+                        continue
+                    return self.cursor.normalised(made.start.epoch, made.start.batch + trained)
+            return self.cursor.position
 
     def reset(self) -> None:
         """The framework threw away its passes (after building the model): none of them
         completes, and one that completed as it handed out its last batch is taken back."""
-        for open_pass in self._open:
-            open_pass.discard()
-        for made in self._since_epoch_end:
-            if self._take_back(made):
-                _log.debug(
-                    "kloader: a pass from epoch %d, batch %d, pulled to its end and thrown away "
-                    "(a model built from it): the pass does not complete",
-                    *made.start,
-                )
-        self._since_epoch_end.clear()
-        self._forget_finished()
+        with self._lock:
+            for open_pass in self._open:
+                open_pass.discard()
+            for made in self._since_epoch_end:
+                if self._take_back(made):
+                    _log.debug(
+                        "kloader: a pass from epoch %d, batch %d, pulled to its end and thrown away "
+                        "(a model built from it): the pass does not complete",
+                        *made.start,
+                    )
+            self._since_epoch_end.clear()
+            self._forget_finished()
 
     def close(self) -> None:
         """The framework's call is over: its passes hand out nothing more, now or later
         (a tf.data prefetch thread may go on pulling after the call returned). A pass it
         trained only part of leaves the cursor after its last trained batch."""
-        self.closed = True
-        self._settle_what_was_trained()
-        for made in list(self._made):
-            if made.started and made.remaining and not (made.discarded or made.completed):
-                _log.debug(
-                    "kloader: a pass from epoch %d, batch %d was closed after %d batches, %d before its end",
-                    *made.start,
-                    made.handed_out,
-                    made.remaining,
-                )
-            made.close()
-        self._open.clear()
+        with self._lock:
+            self.closed = True
+            self._settle_what_was_trained()
+            for made in list(self._made):
+                if made.started and made.remaining and not (made.discarded or made.completed):
+                    _log.debug(
+                        "kloader: a pass from epoch %d, batch %d was closed after %d batches, %d before its end",
+                        *made.start,
+                        made.handed_out,
+                        made.remaining,
+                    )
+                made.close()
+            self._open.clear()
 
     def _settle_what_was_trained(self) -> None:
         """At the call's end, when the framework said what it trained: passes trained in full

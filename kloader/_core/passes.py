@@ -43,6 +43,8 @@ class Pass:
             None hands out the rest of the starting epoch.
         from_epoch_start: start at batch 0 of the cursor's epoch instead of at
             the cursor's batch (a pass that only reads, beside one that trains).
+        epoch_to_read: with `from_epoch_start`, the epoch to start in, asked at the
+            first pull, instead of the cursor's.
         after_each: called after each batch is made, before it is handed out.
         when_exhausted: called when the pass is pulled past its last position.
 
@@ -61,6 +63,7 @@ class Pass:
         make: Callable[[int, int], Any] = _position,
         length: int | None = None,
         from_epoch_start: bool = False,
+        epoch_to_read: Callable[[], int] | None = None,
         after_each: Hook = _ignore,
         when_exhausted: Hook = _ignore,
     ):
@@ -68,6 +71,7 @@ class Pass:
         self._make = make
         self._length = length
         self._from_epoch_start = from_epoch_start
+        self._epoch_to_read = epoch_to_read
         self._after_each = after_each
         self._when_exhausted = when_exhausted
         self.started = False
@@ -126,7 +130,11 @@ class Pass:
 
     def _begin(self) -> None:
         cursor_at = self.cursor.position
-        self.start = Position(cursor_at.epoch, 0) if self._from_epoch_start else cursor_at
+        if self._from_epoch_start:
+            epoch = cursor_at.epoch if self._epoch_to_read is None else self._epoch_to_read()
+            self.start = Position(epoch, 0)
+        else:
+            self.start = cursor_at
         self.position = self.start
         per_epoch = self.cursor.batches_per_epoch
         self.remaining = per_epoch - self.start.batch if self._length is None else self._length

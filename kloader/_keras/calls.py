@@ -54,8 +54,8 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     `evaluate` that validates inside `fit` runs `on_test_end` on fit's callbacks).
 
     In a `fit`, it also counts the batches each epoch trained (Keras's step index
-    at each `on_train_batch_end`) and reports them at the epoch's end, with
-    whether a callback set `stop_training` at a batch's end, so that a `fit` that
+    at each `on_train_batch_end`) and reports them as they train, and at the epoch's
+    end whether a callback set `stop_training` at a batch's end, so that a `fit` that
     ends in the middle of a loader epoch leaves the loader after its last
     trained batch (or, stopped, at that epoch's start). It counts the batches
     each evaluation (an `evaluate`, or the validation inside `fit`) and each
@@ -79,23 +79,30 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         # self._model, not self.model: on JAX that property syncs the model's state.
         model = getattr(self, "_model", None)
-        if self._steps is not None:
-            self._steps = internals.steps_trained(model, batch, self._steps)
+        if self._steps is None:
+            return
+        steps = internals.steps_trained(model, batch, self._steps)
+        calls = self._calls()
+        if self._hook == "on_train_end" and calls is not None and steps is not None and steps > self._steps:
+            # Reported as they train: an evaluation of the loader being trained, from a
+            # callback or as fit's validation, reads the epoch they reached.
+            calls.on_trained(self._key, steps - self._steps)
+        self._steps = steps
         # Set by a callback at this batch's end (they run before this one): Keras leaves the
         # epoch. At the epoch's last step, the epoch was trained in full: not a stop in its middle.
         if getattr(model, "stop_training", False) and not self._at_last_step():
             self._stopped = True
 
     def _at_last_step(self) -> bool:
-        steps = getattr(self, "params", None) or {}
-        return self._steps is not None and self._steps == steps.get("steps")
+        params = getattr(self, "params", None) or {}
+        return self._steps == params.get("steps")
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if self._steps is None:
             return
         calls = self._calls()
         if self._hook == "on_train_end" and calls is not None:
-            calls.on_epoch_trained(self._key, self._steps, self._stopped)
+            calls.on_epoch_over(self._key, self._stopped)
         self._steps = 0
 
     def _closing(self, hook: str) -> None:
@@ -123,7 +130,9 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
         self._evaluation_ends("on_test_end")
 
     # A prediction uses its passes as an evaluation does: counted the same way.
-    on_predict_begin = on_test_begin
+    def on_predict_begin(self, logs: Any = None) -> None:
+        self._tested = 0
+
     on_predict_batch_end = on_test_batch_end
 
     def on_predict_end(self, logs: Any = None) -> None:
@@ -139,8 +148,9 @@ class KerasCalls:
         # Runs with whether the call ended cleanly (Keras ran its closing hook), not
         # through an exception.
         self.on_end: Callable[[CallKey, bool], None] = _ignore
-        self.on_epoch_trained: Callable[[CallKey, int, bool], None] = _ignore_trained
-        self.on_evaluated: Callable[[CallKey, int], None] = _ignore_evaluated
+        self.on_trained: Callable[[CallKey, int], None] = _ignore_counted
+        self.on_epoch_over: Callable[[CallKey, bool], None] = _ignore_epoch_over
+        self.on_evaluated: Callable[[CallKey, int], None] = _ignore_counted
         self._lock = threading.Lock()
         self._open: dict[CallKey, bool] = {}  # call -> whether its closing callback is in place
         # Held through a call's whole end, its last (the workers stopping) included, and
@@ -229,11 +239,11 @@ def _key(call: FrameType, built: Any) -> CallKey:
     return (threading.get_ident(), id(call), call.f_code, id(built))
 
 
-def _ignore_trained(key: CallKey, batches: int, stopped: bool) -> None:
+def _ignore_counted(key: CallKey, batches: int) -> None:
     pass
 
 
-def _ignore_evaluated(key: CallKey, batches: int) -> None:
+def _ignore_epoch_over(key: CallKey, stopped: bool) -> None:
     pass
 
 

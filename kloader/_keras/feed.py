@@ -57,7 +57,8 @@ class KerasFeed:
         self.cursor = cursor
         self.calls = calls
         calls.on_end = self._call_ended
-        calls.on_epoch_trained = self._epoch_trained
+        calls.on_trained = self._trained
+        calls.on_epoch_over = self._epoch_over
         calls.on_evaluated = self._evaluated
         # The passes of each open call's EpochIterators, closed when the call ends.
         self._passes_of_call: dict[CallKey, list[IteratorPasses]] = {}
@@ -180,7 +181,10 @@ class KerasFeed:
                 current = None if call is None else self.calls.key_of(call, epoch_iterator)
                 self.calls.end_calls_gone_from_this_thread(current)
             reads_only = self._training is not None and self.calls.is_open(self._training)
-            passes = IteratorPasses(self.cursor, completes_on_last=tensorflow, reads_only=reads_only)
+            training = self._trained_by_call.get(self._training) if self._training and reads_only else None
+            passes = IteratorPasses(
+                self.cursor, completes_on_last=tensorflow, reads_only=reads_only, reads_beside=training
+            )
             self._iterators[epoch_iterator] = passes
             # fit's own EpochIterator (TensorFlow asks while building it, before fit holds
             # it); not the one it validates with, nor one of an evaluate or predict that a
@@ -205,12 +209,15 @@ class KerasFeed:
                 of_call.append(passes)
         return passes
 
-    def _epoch_trained(self, key: CallKey, batches: int, stopped: bool) -> None:
+    def _trained(self, key: CallKey, batches: int) -> None:
         passes = self._trained_by_call.get(key)
         if passes is not None:
-            passes.trained(batches)
-            if stopped:
-                passes.stopped()
+            passes.training(batches)
+
+    def _epoch_over(self, key: CallKey, stopped: bool) -> None:
+        passes = self._trained_by_call.get(key)
+        if passes is not None:
+            passes.epoch_trained(stopped=stopped)
 
     def _evaluated(self, key: CallKey, batches: int) -> None:
         training = self._trained_by_call.get(key)

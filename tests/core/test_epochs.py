@@ -197,7 +197,7 @@ def test_a_stopped_call_leaves_the_cursor_at_the_start_of_the_pass_it_cut(comple
     pulled(passes, 3)
     passes.epoch_ended()
     passes.trained(1)
-    passes.stopped()
+    passes.stopped(1)
     passes.close()
     assert cursor.position == (2, 0)
 
@@ -211,12 +211,30 @@ def test_a_call_stopped_in_its_second_epoch_of_one_pass_leaves_the_cursor_after_
     cursor = Cursor(5)
     passes = IteratorPasses(cursor, completes_on_last=completes_on_last)
     pulled(passes, 5)  # read ahead to the pass's end
-    passes.trained(2)
-    passes.epoch_ended()
-    passes.trained(1)
-    passes.stopped()
+    passes.training(2)
+    passes.epoch_trained()
+    passes.training(1)
+    passes.epoch_trained(stopped=True)
     passes.close()
     assert cursor.position == (0, 2)
+
+
+def test_a_reading_iterator_reads_the_epoch_the_trained_batches_reached() -> None:
+    """Validation on the training loader: after 2 batches trained of a 3-batch loader epoch,
+    pulled to its end (and completed, on TensorFlow), it reads epoch 0, where the trained
+    batches are, not epoch 1, where the cursor is; after the third, epoch 1."""
+    cursor = Cursor(3)
+    training = IteratorPasses(cursor, completes_on_last=True)
+    pulled(training, 3)
+    training.training(1)
+    training.training(1)
+    assert cursor.position == (1, 0)
+    reading = IteratorPasses(cursor, reads_only=True, reads_beside=training)
+    assert list(reading.new_pass(Position)) == [(0, 0), (0, 1), (0, 2)]
+    training.epoch_trained()
+    assert list(reading.new_pass(Position)) == [(0, 0), (0, 1), (0, 2)]
+    training.training(1)
+    assert list(reading.new_pass(Position)) == [(1, 0), (1, 1), (1, 2)]
 
 
 def test_a_pass_trained_in_full_completes_even_if_its_epoch_never_ended() -> None:
@@ -225,7 +243,7 @@ def test_a_pass_trained_in_full_completes_even_if_its_epoch_never_ended() -> Non
     passes = IteratorPasses(cursor)
     pulled(passes, 3)
     passes.trained(3)
-    passes.stopped()
+    passes.stopped(3)
     passes.close()
     assert cursor.position == (1, 0)
 

@@ -64,6 +64,23 @@ def test_one_loader_for_training_and_validation_keeps_the_training_epochs() -> N
     assert validated == list(range(12))
 
 
+@pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
+def test_one_loader_for_training_and_validation_with_steps_per_epoch_validates_the_epoch_trained() -> None:
+    """steps_per_epoch=2 on a 5-batch loader, validation_data=the loader: Keras epochs 0 and 1
+    train in loader epoch 0, so their validations read loader epoch 0; epoch 2 ends loader
+    epoch 0, and the validations after it read epoch 1. On every backend: TensorFlow's
+    prefetch reaching the end of loader epoch 0 during Keras epoch 1 made its validation
+    read epoch 1."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(20), batch_size=4, seed=6, transform=jitter_label)
+    id_model(recorder).fit(
+        loader, epochs=4, steps_per_epoch=2, validation_data=loader, verbose=0, callbacks=[recorder]
+    )
+    epochs = expected_labels(loader, 2)  # 5 batches each
+    assert_labels(recorder.train, epochs[:7])
+    assert_labels(recorder.test, epochs[:5] * 2 + epochs[5:] * 2)
+
+
 class EvaluateEachEpoch(keras.callbacks.Callback):
     """Evaluates the model on `loader` at the end of every epoch (recorded as test batches)."""
 
@@ -121,6 +138,25 @@ def test_an_evaluation_of_another_loader_from_a_callback_reads_its_next_epoch_ea
     assert predicted == [12, 12, 12]
     assert other.epoch == 6
     assert_labels(recorder.train, expected_labels(train, 3))
+
+
+@pytest.mark.parametrize("at_batch", [0, 2])
+def test_evaluate_from_a_batch_end_reads_the_epoch_being_trained(at_batch: int) -> None:
+    """model.evaluate(training loader) from on_train_batch_end in epoch 0 reads epoch 0, on
+    every backend: at the epoch's last batch TensorFlow's prefetch has already pulled the
+    pass to its end, and the evaluation read epoch 1."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(12), batch_size=4, seed=9, transform=jitter_label)
+
+    class EvaluateOnce(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == at_batch and not recorder.test:
+                self.model.evaluate(loader, verbose=0, callbacks=[recorder])
+
+    id_model(recorder).fit(loader, epochs=2, verbose=0, callbacks=[recorder, EvaluateOnce()])
+    epochs = expected_labels(loader, 2)
+    assert_labels(recorder.test, epochs[:3])
+    assert_labels(recorder.train, epochs)
 
 
 class VariableLength:
