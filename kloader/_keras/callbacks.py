@@ -37,6 +37,11 @@ def _position_of_keras_epoch(loader: Loader, keras_epoch: int, steps: int | None
     return keras_epoch // slices, (keras_epoch % slices) * steps
 
 
+def _shard_folder(backup_dir: str, index: int, count: int) -> str:
+    """Where shard `index` of `count` keeps its backup: backup_dir itself without shards."""
+    return backup_dir if count == 1 else os.path.join(backup_dir, f"shard-{index}-of-{count}")
+
+
 def _keras_epoch_length(loader: Loader, keras_epoch: int, steps: int | None) -> int:
     """How many batches Keras epoch `keras_epoch` trains, if every earlier one ran in full.
 
@@ -162,7 +167,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     Args:
         loader: the training loader.
-        backup_dir: where to keep the backup (as in Keras's callback).
+        backup_dir: where to keep the backup (as in Keras's callback). A sharded loader
+            keeps its own in the subfolder `shard-<index>-of-<count>`, so that every
+            rank of a job may pass the same folder.
         save_freq: "epoch" or a number of batches.
         double_checkpoint: keep the previous backup too.
         delete_checkpoint: delete the backup when training finishes.
@@ -185,16 +192,19 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         double_checkpoint: bool = False,
         delete_checkpoint: bool = True,
     ):
-        super().__init__(
-            backup_dir,
-            save_freq=save_freq,
-            double_checkpoint=double_checkpoint,
-            delete_checkpoint=delete_checkpoint,
-        )
         if not isinstance(loader, Loader):
             raise TypeError(
                 f"BackupAndRestore needs the kloader.Loader to save, got {type(loader).__name__}."
             )
+        # Every rank of a sharded job saves its own position (and its copy of the weights):
+        # ranks that share one backup_dir would overwrite each other's files.
+        self._shared_dir = backup_dir
+        super().__init__(
+            _shard_folder(backup_dir, loader.shard_index, loader.num_shards) if backup_dir else backup_dir,
+            save_freq=save_freq,
+            double_checkpoint=double_checkpoint,
+            delete_checkpoint=delete_checkpoint,
+        )
         self.loader = loader
         self._resume: dict[str, Any] | None = None
         self._position = (0, 0)
@@ -207,6 +217,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
     def on_train_begin(self, logs: Any = None) -> None:
         self._stop_quiet()  # left by a run that crashed mid-epoch
         path = internals.backup_metadata_path(self)
+        if not os.path.exists(path):
+            self._refuse_another_jobs_backup()
         try:
             # Restores the weights and the metadata, falling back to the
             # previous pair of both when the newest weights cannot be read.
@@ -227,6 +239,31 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
                 self.loader.load_state_dict(self._resume["loader"])
             except (KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"The loader position saved in {path} cannot be used: {error}") from error
+
+    def _refuse_another_jobs_backup(self) -> None:
+        """A backup in backup_dir written by a job of another number of shards (another world
+        size) cannot be resumed here: say so, rather than start again from scratch."""
+        if not os.path.isdir(self._shared_dir):
+            return
+        names = os.listdir(self._shared_dir)
+        count = self.loader.num_shards
+        if count > 1:  # the other shards of this job keep theirs beside this one's
+            others = [
+                n
+                for n in names
+                if n == self.STATE_FILE or (n.startswith("shard-") and not n.endswith(f"-of-{count}"))
+            ]
+        else:
+            others = [n for n in names if n.startswith("shard-")]
+        others.sort()
+        if others:
+            raise ValueError(
+                f"The backup in {self._shared_dir} was written by another number of processes (it holds "
+                f"{', '.join(others)}), but this loader reads "
+                f"shard {self.loader.shard_index} of {self.loader.num_shards}: a backup resumes only "
+                "with the number of processes that wrote it. Run the job with that number, or delete "
+                "the backup folder to start training from scratch."
+            )
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         super().on_epoch_begin(epoch, logs)

@@ -215,6 +215,60 @@ def test_backup_at_the_end_of_an_epoch_resumes_with_the_next_epoch(tmp_path: Pat
     assert first[:3] + recorder.train_ids() == reference
 
 
+def test_shards_sharing_one_backup_dir_each_resume_their_own_position(tmp_path: Path) -> None:
+    """The two ranks of a job pass the same backup_dir (as with Keras's own callback): each
+    shard keeps its backup in its own subfolder, and each resumes at its own next batch.
+    In one folder, the second rank's files replaced the first's, whose resume was refused."""
+    backup = str(tmp_path / "backup")
+
+    def shard_loader(index: int) -> kloader.Loader:
+        return kloader.Loader(IdDataset(24), batch_size=4, seed=3, shard=(index, 2))  # 3 batches
+
+    first_runs = []
+    for index in (0, 1):
+        loader, recorder = shard_loader(index), IdRecorder()
+        with contextlib.suppress(RuntimeError):
+            id_model(recorder).fit(
+                loader,
+                epochs=2,
+                verbose=0,
+                callbacks=[recorder, kloader.BackupAndRestore(loader, backup, save_freq=2), StopAt(4)],
+            )
+        first_runs.append(recorder.train_ids())  # 4 batches, all backed up (save_freq=2)
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["shard-0-of-2", "shard-1-of-2"]
+    for index in (0, 1):
+        recorder, restarted = IdRecorder(), shard_loader(index)
+        id_model(recorder).fit(
+            restarted,
+            epochs=2,
+            verbose=0,
+            callbacks=[recorder, kloader.BackupAndRestore(restarted, backup, save_freq=2)],
+        )
+        assert first_runs[index] + recorder.train_ids() == epoch_ids(shard_loader(index), range(2))
+
+
+def test_a_backup_of_another_number_of_shards_is_refused(tmp_path: Path) -> None:
+    """Resumed with another number of processes, the backup is refused with a message that
+    says so, instead of training again from scratch."""
+    backup = str(tmp_path / "backup")
+    loader = kloader.Loader(IdDataset(24), batch_size=4, seed=3, shard=(0, 2))
+    with contextlib.suppress(RuntimeError):
+        id_model(IdRecorder()).fit(
+            loader,
+            epochs=2,
+            verbose=0,
+            callbacks=[kloader.BackupAndRestore(loader, backup, save_freq=2), StopAt(4)],
+        )
+    for shard in (None, (0, 3)):
+        other = kloader.Loader(IdDataset(24), batch_size=4, seed=3, shard=shard)
+        with pytest.raises(
+            ValueError, match=r"written by another number of processes \(it holds shard-0-of-2\)"
+        ):
+            id_model(IdRecorder()).fit(
+                other, epochs=2, verbose=0, callbacks=[kloader.BackupAndRestore(other, backup)]
+            )
+
+
 def test_callbacks_take_loaders_only() -> None:
     """Passing something other than a Loader is refused."""
     with pytest.raises(TypeError, match=r"kloader\.Loader"):
