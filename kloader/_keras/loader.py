@@ -186,12 +186,13 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         self.shard_index = shard_position[0]
         self.num_shards = shard_position[1]
         self.shard_engine = engine
-        if seed is None and self.num_shards > 1:
+        # Without shuffling the order does not depend on the seed: the shards cannot overlap.
+        if seed is None and self.num_shards > 1 and self.shuffle:
             raise ValueError(
                 f"This loader reads shard {self.shard_index} of {self.num_shards} "
                 f"({self.shard_engine}), but seed=None would draw a different seed in every "
                 "process, and the shards would overlap. Pass the same seed in every process, "
-                "e.g. seed=42."
+                "e.g. seed=42 (a loader with shuffle=False needs none)."
             )
         self._seed: int = seeding.draw_seed() if seed is None else seeding.validate_seed(seed)
         self._seed_was_given: bool = seed is not None

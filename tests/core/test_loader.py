@@ -319,6 +319,13 @@ def test_shards_split_each_epoch_of_the_global_order() -> None:
             assert per_shard[0][step] + per_shard[1][step] == global_batch, f"epoch {epoch} step {step}"
 
 
+def test_sharded_loader_without_shuffling_needs_no_seed() -> None:
+    """shuffle=False (a validation or predict loader): the shards are disjoint whatever the seed."""
+    shards = [kloader.Loader(id_arrays(10), batch_size=2, shuffle=False, shard=(i, 2)) for i in (0, 1)]
+    ids = sorted(int(i) for shard in shards for batch in range(len(shard)) for i in shard.indices(batch))
+    assert ids == list(range(10))
+
+
 def test_sharded_loader_needs_a_seed() -> None:
     """Shards with seed=None would each draw their own seed and overlap: refused."""
     with pytest.raises(ValueError, match="Pass the same seed in every process"):
