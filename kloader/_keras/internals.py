@@ -106,20 +106,30 @@ _warned_predict: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _warn_if_predict_shuffles(frame: FrameType, builder: FrameType | None) -> None:
-    loader = frame.f_locals.get("x")
-    if builder is None or builder.f_code.co_name != "predict" or not getattr(loader, "shuffle", False):
+    """Warns, once per loader, where predict's rows will not line up with the source: a
+    loader that shuffles, or one that reads one shard of several."""
+    loader: Any = frame.f_locals.get("x")
+    if builder is None or builder.f_code.co_name != "predict" or loader in _warned_predict:
         return
-    if loader in _warned_predict:
+    sharded = getattr(loader, "num_shards", 1) > 1
+    if not (getattr(loader, "shuffle", False) or sharded):
         return
     _warned_predict.add(loader)
-    warnings.warn(
-        "predict() runs on a kloader.Loader with shuffle=True: its rows come back in the "
-        "loader's shuffled order, not in source order. For predictions that line up with the "
-        "source, predict on a loader made with shuffle=False (or reorder with "
-        "loader.indices(batch) for each batch).",
-        UserWarning,
-        stacklevel=2,
-    )
+    if sharded:
+        message = (
+            f"predict() runs on a kloader.Loader that reads shard {loader.shard_index} of "
+            f"{loader.num_shards}: its rows are this process's shard only, batch by batch. For a "
+            "prediction of every sample in source order, predict on a loader made with "
+            "shard=None and shuffle=False (or gather the shards' rows with loader.indices(batch))."
+        )
+    else:
+        message = (
+            "predict() runs on a kloader.Loader with shuffle=True: its rows come back in the "
+            "loader's shuffled order, not in source order. For predictions that line up with the "
+            "source, predict on a loader made with shuffle=False (or reorder with "
+            "loader.indices(batch) for each batch)."
+        )
+    warnings.warn(message, UserWarning, stacklevel=2)
 
 
 def builder_frame(epoch_iterator: EpochIterator, frame: FrameType) -> FrameType | None:

@@ -73,6 +73,17 @@ def test_predict_on_a_shuffling_loader_warns_once() -> None:
     assert first.ravel().tolist() == order.tolist()
 
 
+def test_predict_on_a_sharded_loader_warns_that_its_rows_are_one_shard() -> None:
+    """A loader of one shard of two (shard="auto" under torchrun) predicts its shard's rows only:
+    a warning says so, even without shuffling; the rows are the shard's, batch by batch."""
+    loader = kloader.Loader(id_arrays(10)[0], batch_size=2, shuffle=False, shard=(1, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = first_feature_model().predict(loader, verbose=0)
+    assert any("reads shard 1 of 2: its rows are this process's shard only" in str(w.message) for w in caught)
+    assert rows.ravel().tolist() == [int(i) for b in range(len(loader)) for i in loader.indices(b)]
+
+
 def test_predict_on_an_unshuffled_loader_does_not_warn() -> None:
     """Source order: nothing to warn about (the suite turns any warning into an error)."""
     loader = kloader.Loader(id_arrays(10)[0], batch_size=4, shuffle=False, seed=1)
