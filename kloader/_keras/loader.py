@@ -182,6 +182,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         self.shuffle = checks.flag(shuffle, name="shuffle")
         self.drop_remainder = checks.flag(drop_remainder, name="drop_remainder")
         shard_position, engine = _resolve_shard(shard)
+        self._shard_auto = isinstance(shard, str) and shard == "auto"
         self.shard = shard_position
         self.shard_index = shard_position[0]
         self.num_shards = shard_position[1]
@@ -419,7 +420,23 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         # Keras reads this while it builds an EpochIterator: the moment to refuse
         # fit arguments that Keras would silently ignore for a data adapter.
         internals.calling_epoch_iterator(internals.caller_frame(1))
+        self._refuse_an_engine_started_since()
         return len(self)
+
+    def _refuse_an_engine_started_since(self) -> None:
+        """shard="auto" found no engine when the loader was made: one started since (the loader
+        was made before init_process_group) would have every process train on every sample."""
+        if not self._shard_auto or self.shard_engine != "none":
+            return
+        (index, count), engine = distributed.detect_shard()
+        if count > 1:
+            raise ValueError(
+                f"This loader was made before {engine} was initialised, so shard=\"auto\" found no "
+                f"distributed engine and it reads every sample; {engine} now says this process is "
+                f"{index} of {count}, and every process would train on the same batches. Make the "
+                "loader after initialising the engine (or pass shard=(index, count), or shard=None "
+                "to read everything in every process)."
+            )
 
     def on_epoch_begin(self) -> None:
         """Keras starts an epoch (or a pull to build the model)."""

@@ -19,6 +19,7 @@ import pytest
 
 import kloader
 
+from keras_utils import IdRecorder, id_model
 from utils import IdDataset
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_and_record.py"
@@ -105,6 +106,20 @@ def test_without_an_engine_a_loader_reads_everything() -> None:
     """shard="auto" with no distributed engine initialised reads the whole epoch."""
     loader = kloader.Loader(IdDataset(10), batch_size=4)
     assert (loader.shard_index, loader.num_shards, loader.shard_engine) == (0, 1, "none")
+
+
+@pytest.mark.backend("tensorflow")
+def test_a_loader_made_before_the_engine_started_is_refused_at_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard="auto" found no engine when the loader was made; one started since (here TF_CONFIG,
+    as torch.distributed after init_process_group): fit refuses, where every process would have
+    trained on every sample without a word."""
+    loader = kloader.Loader(IdDataset(12), batch_size=2, seed=1)
+    cluster = {"worker": ["localhost:2", "localhost:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(ValueError, match=r"made before tensorflow was initialised.*this process is 1 of 2"):
+        id_model(IdRecorder()).fit(loader, epochs=1, verbose=0)
+    explicit = kloader.Loader(IdDataset(12), batch_size=2, seed=1, shard=None)
+    id_model(IdRecorder()).fit(explicit, epochs=1, verbose=0)  # reading everything, as asked
 
 
 @pytest.mark.backend("tensorflow")
