@@ -77,7 +77,8 @@ def combine(source: Any, y: Any, sample_weight: Any) -> Any:
         )
     parts = (source, y) if sample_weight is None else (source, y, sample_weight)
     for name, part in zip(("y", "sample_weight"), parts[1:]):
-        if not is_array_structure(part):
+        # A list, as fit(x, y) takes: read as one column per sample, as in Loader((x, y_list)).
+        if not (is_array_structure(part) or isinstance(part, list)):
             raise TypeError(
                 f"`{name}` must be an array (or a tuple / dict of arrays), like model.fit's, got a "
                 f"{type(part).__name__}."

@@ -431,7 +431,7 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
         (index, count), engine = distributed.detect_shard()
         if count > 1:
             raise ValueError(
-                f"This loader was made before {engine} was initialised, so shard=\"auto\" found no "
+                f'This loader was made before {engine} was initialised, so shard="auto" found no '
                 f"distributed engine and it reads every sample; {engine} now says this process is "
                 f"{index} of {count}, and every process would train on the same batches. Make the "
                 "loader after initialising the engine (or pass shard=(index, count), or shard=None "

@@ -41,6 +41,17 @@ def test_x_y_sample_weight_positional_and_keyword() -> None:
         assert_batches_equal(got, expected)
 
 
+def test_y_and_sample_weight_may_be_lists_as_in_fit() -> None:
+    """fit(x, y_list) takes a list: so does Loader(x, y_list, w_list), as the (x, y, w) columns
+    of Loader((x, y_list, w_list)) (it was refused: "`y` must be an array")."""
+    x, y, w = arrays()
+    expected = list(kloader.Loader((x, y.tolist(), w.tolist()), batch_size=3, seed=5))
+    got = list(kloader.Loader(x, y.tolist(), w.tolist(), batch_size=3, seed=5))
+    assert_batches_equal(got, expected)
+    with pytest.raises(ValueError, match=r"source\[1\] has 4"):
+        kloader.Loader(x, y.tolist()[:4], batch_size=3)
+
+
 def test_fit_shaped_mistakes_are_named() -> None:
     """y with a dataset, sample_weight without y, x= and a y of the wrong length say what to do."""
     x, y, w = arrays()
