@@ -121,8 +121,10 @@ class Loader(keras.utils.PyDataset, internals.DataAdapter):  # type: ignore[misc
             this process may hold: `ulimit -n`).
         timeout: seconds a worker may spend on one batch. When one takes
             longer, a `kloader.WorkerError` names the worker, the epoch, the
-            batch and its sample indices, and all workers stop. None (default)
-            warns once, with the same details, after 60 s, and keeps waiting.
+            batch and its sample indices, and all workers stop. With a timeout
+            the workers make every batch (without, this process makes the first
+            ones while they start). None (default) warns once, with the same
+            details, after 60 s, and keeps waiting.
 
     Example:
         ```python

@@ -7,7 +7,8 @@ lock over both, and decides where each batch is made.
 
 While the workers start, the main process makes the batches itself (a batch
 is a pure function of its task, so they are the same bytes), for as long as
-no worker is up: the loop never waits for a start. As soon as one worker is
+no worker is up: the loop never waits for a start (unless a `timeout` is set,
+which watches the workers only: then they make every batch). As soon as one worker is
 up (or every worker has exited, which is then reported at once), the workers
 take over from the batch after the one asked for; tasks they were handed
 before, and that the main process has made since, they skip.
@@ -172,6 +173,13 @@ class WorkerPool:
             processes = self._processes
             if processes is not None:
                 if self._workers_deliver:
+                    return _NOT_MADE
+                if self._timeout is not None:
+                    # A timeout watches the workers: with one, they make every batch, the
+                    # first ones too, so that a batch that never ends is reported wherever
+                    # it is (made here, it would block the loop with nothing to stop it).
+                    self._workers_deliver = True
+                    self._plan.continue_from(task)
                     return _NOT_MADE
                 taking_over = processes.some_worker_started()
                 was_coming = self._plan.is_coming(task.key)

@@ -56,6 +56,30 @@ def test_timeout_names_the_worker_epoch_batch_and_samples() -> None:
     assert loader.worker_pids == []
 
 
+class HangAnywhere(HangOn):
+    """Sleeps `seconds` on sample `index`, in whichever process makes it."""
+
+    def __call__(self, sample: tuple[np.ndarray, np.float32], rng: np.random.Generator) -> object:
+        if sample[1] == self.index:
+            time.sleep(self.seconds)
+        return sample
+
+
+def test_with_a_timeout_the_first_batch_too_is_watched() -> None:
+    """A stall in the first batch, which this process made itself while the workers started
+    (where nothing could stop it: the loop blocked for as long as the sample took): with a
+    timeout the workers make every batch, and the stall is a WorkerError within seconds."""
+    loader = kloader.Loader(
+        IdDataset(40), batch_size=4, shuffle=False, transform=HangAnywhere(1, 60), num_workers=2, timeout=2
+    )
+    start = time.monotonic()
+    with pytest.raises(kloader.WorkerError, match=r"making batch 0 of epoch 0 \(samples \[0, 1, 2, 3\]\)"):
+        next(iter(loader))
+    waited = time.monotonic() - start
+    assert waited < 30, f"took {waited:.1f} s"
+    assert loader.worker_pids == []
+
+
 def test_a_stalled_image_batch_names_its_files(tmp_path: Path) -> None:
     """For an image folder, the stall error also names the files of the samples held."""
     paths = [str(images.write_pattern(tmp_path / f"{i:02d}.png", size=(8, 6), seed=i)) for i in range(16)]
