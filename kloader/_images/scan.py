@@ -88,8 +88,10 @@ def walk_images(directory: str, *, follow_links: bool) -> Walk:
 
     Hidden files and folders (names starting with ".") are left out. With
     `follow_links`, linked folders are entered, each real folder once (no
-    endless loops). Only regular files (or links to them) are listed as images:
-    nothing else is ever opened.
+    endless loops), under the first of its paths in sorted order, depth first:
+    the same on every machine, whatever order the file system lists entries in.
+    Only regular files (or links to them) are listed as images: nothing else is
+    ever opened.
     """
     walk = Walk([], [], [], set())
     folders: list[tuple[str, list[str]]] = []
@@ -98,7 +100,7 @@ def walk_images(directory: str, *, follow_links: bool) -> Walk:
         root = pending.pop()
         try:
             status = os.stat(root)
-            entries = list(os.scandir(root))
+            entries = sorted(os.scandir(root), key=lambda entry: entry.name)
         except OSError as error:
             walk.problems.append((root, f"folder cannot be read ({error.strerror or error})"))
             continue
@@ -106,12 +108,13 @@ def walk_images(directory: str, *, follow_links: bool) -> Walk:
             continue
         walk.folders.add((status.st_dev, status.st_ino))
         names = []
+        subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
                 if follow_links or not entry.is_symlink():
-                    pending.append(entry.path)
+                    subfolders.append(entry.path)
             elif not is_image_name(entry.name):
                 walk.others.append(entry.name)
             elif entry.is_file():
@@ -119,6 +122,7 @@ def walk_images(directory: str, *, follow_links: bool) -> Walk:
             else:
                 walk.problems.append((entry.path, _not_regular(entry.path)))
         folders.append((root, names))
+        pending.extend(reversed(subfolders))  # the first in sorted order is visited next
     for root, names in sorted(folders, key=lambda folder: folder[0]):
         relative = os.path.relpath(root, directory)
         walk.images.extend(

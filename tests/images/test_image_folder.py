@@ -118,6 +118,31 @@ def test_follow_links(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("listed", ["sorted", "reversed"])
+def test_a_folder_reached_twice_is_named_the_same_whatever_order_the_disk_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: str
+) -> None:
+    """follow_links=True and a real folder reachable by three paths in one class: its files
+    are listed once, under the first path in sorted order, whatever order the file system
+    lists entries in (tmpfs: creation order; ext4: a hash). Before, the path, and with it the
+    validation split, changed with the listing order."""
+    images.make_folder(tmp_path / "data", {"b": 2})
+    images.make_folder(tmp_path / "data" / "a", {"m_real": 3})
+    for link in ("a_link", "z_link"):
+        os.symlink("m_real", tmp_path / "data" / "a" / link)
+    real_scandir = os.scandir
+
+    def listing(path: Any) -> list[os.DirEntry[str]]:
+        entries = sorted(real_scandir(path), key=lambda entry: entry.name)
+        return entries if listed == "sorted" else entries[::-1]
+
+    monkeypatch.setattr(os, "scandir", listing)
+    folder = kloader.ImageFolder(tmp_path / "data", image_size=4, follow_links=True)
+    assert folder.filenames == [os.path.join("a", "a_link", f"00{i}.png") for i in range(3)] + [
+        os.path.join("b", f"00{i}.png") for i in range(2)
+    ]
+
+
 def test_unlabelled_reads_every_image_below_the_folder(tmp_path: Path) -> None:
     """label_mode=None: all images, class folders or not; samples are images alone."""
     images.make_folder(tmp_path, {"x": 2})
