@@ -95,7 +95,9 @@ class ImageFolder:
         paths: explicit image paths (relative to `directory` if given) instead
             of a scan, in the order given.
         labels: with `paths`: one label per path, ints from 0 or strings.
-            "inferred" (Keras's default) means from the class subfolders.
+            "inferred" (the default, as in Keras) means from the class
+            subfolders; None, as in Keras, means images without labels (as
+            `label_mode=None`).
         verbose: print what was found, as `image_dataset_from_directory`
             does: "Found N files belonging to C classes." and, for a split,
             "Using M files for training." (kloader's split sizes).
@@ -135,12 +137,21 @@ class ImageFolder:
         fast_decode: bool = True,
         follow_links: bool = False,
         paths: Sequence[str | os.PathLike[str]] | None = None,
-        labels: Sequence[Any] | np.ndarray | str | None = None,
+        labels: Sequence[Any] | np.ndarray | str | None = "inferred",
         verbose: bool | int = True,
         **other_arguments: Any,
     ):
         _refuse_other_arguments(other_arguments)
-        if isinstance(labels, str) and labels == "inferred":
+        if labels is None:
+            # As in Keras's image_dataset_from_directory: images without labels.
+            if label_mode not in (None, "int"):
+                raise ValueError(
+                    f"labels=None means images without labels (as in Keras), but label_mode="
+                    f"{label_mode!r} asks for labels. Drop one of the two: labels='inferred' (the "
+                    "default) takes them from the class subfolders."
+                )
+            label_mode = None
+        elif isinstance(labels, str) and labels == "inferred":
             labels = None  # Keras's default: labels from the class subfolders
         if isinstance(verbose, bool) or verbose in (0, 1):
             verbose = bool(verbose)
@@ -434,6 +445,13 @@ def _validate_split(
     validation_split: float | None, subset: str | None, seed: int | None
 ) -> tuple[float, str, int] | None:
     if validation_split is None and subset is None:
+        if seed is not None:
+            raise ValueError(
+                f"seed={seed!r} without a validation_split: an ImageFolder's seed only draws its "
+                "split, and it never shuffles. The order, and the augmentation, are the Loader's: "
+                f"pass kloader.Loader(folder, batch_size=..., seed={seed!r}) (in Keras, "
+                "image_dataset_from_directory's seed seeds its shuffle)."
+            )
         return None
     if subset == "both":
         raise ValueError(

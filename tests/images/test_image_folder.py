@@ -143,6 +143,27 @@ def test_a_folder_reached_twice_is_named_the_same_whatever_order_the_disk_lists(
     ]
 
 
+def test_labels_none_means_images_without_labels_as_in_keras(tmp_path: Path) -> None:
+    """image_dataset_from_directory(d, labels=None) gives images alone: so does ImageFolder
+    (it gave (image, label) samples from the class folders, without a word)."""
+    images.make_folder(tmp_path, {"x": 2, "y": 1})
+    folder = kloader.ImageFolder(tmp_path, image_size=6, labels=None)
+    assert folder.labels is None and folder[0].shape == (6, 6, 3)
+    assert kloader.ImageFolder(tmp_path, image_size=6, labels="inferred").labels.tolist() == [0, 0, 1]
+    with pytest.raises(
+        ValueError, match=r"labels=None means images without labels.*label_mode='categorical'"
+    ):
+        kloader.ImageFolder(tmp_path, image_size=6, labels=None, label_mode="categorical")
+
+
+def test_a_seed_without_a_split_is_refused_with_the_loaders_seed(tmp_path: Path) -> None:
+    """ImageFolder(d, seed=1), as image_dataset_from_directory(d, seed=1) seeds Keras's shuffle,
+    did nothing: the folder never shuffles. It is refused, pointing to the Loader's seed."""
+    images.make_folder(tmp_path, {"x": 2})
+    with pytest.raises(ValueError, match=r"never shuffles.*kloader.Loader\(folder, batch_size=..., seed=1\)"):
+        kloader.ImageFolder(tmp_path, image_size=6, seed=1)
+
+
 def test_unlabelled_reads_every_image_below_the_folder(tmp_path: Path) -> None:
     """label_mode=None: all images, class folders or not; samples are images alone."""
     images.make_folder(tmp_path, {"x": 2})
