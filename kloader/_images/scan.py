@@ -148,19 +148,36 @@ def refuse_problems(problems: list[tuple[str, str]]) -> None:
         )
 
 
-def refuse_shared_folders(walks: dict[str, Walk], root: str) -> None:
+def refuse_shared_folders(walks: dict[str, Walk], root: str, *, follow_links: bool) -> None:
     """No real folder (so no file) may be reached from two classes, e.g. by a link back up the tree."""
     owner: dict[tuple[int, int], str] = {}
     for name, walk in walks.items():
         for folder in walk.folders:
             if folder in owner and owner[folder] != name:
+                fix = (
+                    "Remove the link (a link back up the tree, or into another class), or use "
+                    "follow_links=False."
+                    if follow_links
+                    else "A class folder that is a link is always read: remove the link, or make "
+                    "it a folder of its own."
+                )
                 raise ValueError(
-                    f"With follow_links=True the class folders {owner[folder]!r} and {name!r} of "
-                    f"{root!r} reach the same folder through a link, so its images would be "
-                    "filed under both classes. Remove the link (a link back up the tree, or into "
-                    "another class), or use follow_links=False."
+                    f"The class folders {owner[folder]!r} and {name!r} of {root!r} reach the same "
+                    f"folder through a link, so its images would be filed under both classes. {fix}"
                 )
             owner[folder] = name
+
+
+def refuse_empty_classes(walks: dict[str, Walk], root: str) -> None:
+    """Every class folder must hold an image: a class without one cannot be learnt, and its
+    label would be missing from every batch."""
+    for name, walk in walks.items():
+        if not walk.images:
+            raise ValueError(
+                f"Class folder {os.path.join(root, name)!r} has no images (searched it recursively "
+                f"for {describe_extensions()}; found {_describe_others(walk.others)}). Add images, "
+                "remove the folder, or pass class_names=[...] without it."
+            )
 
 
 def find_files(
@@ -245,17 +262,12 @@ def _scan_folder(
     _warn_of_loose_images(root, names)
     walks = {name: walk_images(os.path.join(root, name), follow_links=follow_links) for name in names}
     problems.extend(problem for walk in walks.values() for problem in walk.problems)
-    refuse_shared_folders(walks, root)
+    refuse_shared_folders(walks, root, follow_links=follow_links)
+    refuse_empty_classes(walks, root)
     found_paths: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(names):
         found = walks[name].images
-        if not found:
-            raise ValueError(
-                f"Class folder {os.path.join(root, name)!r} has no images (searched it recursively "
-                f"for {extensions}; found {_describe_others(walks[name].others)}). Add images, "
-                "remove the folder, or pass class_names=[...] without it."
-            )
         found_paths.extend(os.path.join(name, path) for path in found)
         labels.extend([label] * len(found))
     return FileIndex.build(found_paths, labels), names

@@ -95,7 +95,8 @@ def survey(
             for name in folders
         }
         try:
-            scan.refuse_shared_folders(walks, directory)
+            scan.refuse_shared_folders(walks, directory, follow_links=follow_links)
+            scan.refuse_empty_classes(walks, directory)
         except ValueError as error:
             refused = str(error)
         for name, walk in walks.items():

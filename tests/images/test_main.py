@@ -88,11 +88,36 @@ def test_inspect_says_when_image_folder_refuses_classes_that_share_a_folder(
     (tmp_path / "b" / "more").symlink_to(tmp_path / "a", target_is_directory=True)
     assert cli.main(["inspect", str(tmp_path), "--no-progress", "--follow-links"]) == 1
     out = capsys.readouterr().out
-    assert "ImageFolder refuses this folder: With follow_links=True the class folders 'a' and 'b'" in out
+    assert "ImageFolder refuses this folder: The class folders 'a' and 'b'" in out
+    assert "or use follow_links=False" in out
     with pytest.raises(ValueError, match="reach the same folder through a link"):
         kloader.ImageFolder(tmp_path, image_size=(8, 8), follow_links=True)
     assert cli.main(["inspect", str(tmp_path), "--no-progress"]) == 0  # the link is not entered
     assert "refuses" not in capsys.readouterr().out
+
+
+def test_inspect_fails_on_a_class_folder_without_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A class folder holding no image: ImageFolder refuses the folder, so inspect exits 1 and
+    quotes the refusal (it exited 0, beside its own note that ImageFolder refuses it)."""
+    images.make_folder(tmp_path, {"a": 2}, ext="png", size=(8, 8))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    assert cli.main(["inspect", str(tmp_path), "--no-progress"]) == 1
+    assert "ImageFolder refuses this folder: Class folder" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="has no images"):
+        kloader.ImageFolder(tmp_path, image_size=(8, 8))
+
+
+def test_a_class_folder_linking_to_another_is_refused_with_a_fix_that_applies(tmp_path: Path) -> None:
+    """kittens -> cats with follow_links=False (the default): a class folder that is a link is
+    always read, so the message says to remove the link, not to use follow_links=False."""
+    images.make_folder(tmp_path, {"cats": 2}, ext="png", size=(8, 8))
+    (tmp_path / "kittens").symlink_to(tmp_path / "cats", target_is_directory=True)
+    with pytest.raises(ValueError, match="reach the same folder") as error:
+        kloader.ImageFolder(tmp_path, image_size=(8, 8))
+    assert "follow_links" not in str(error.value) and "remove the link" in str(error.value)
 
 
 def test_inspect_quotes_names_holding_a_newline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
