@@ -202,6 +202,8 @@ class ImageFolder:
         self._index = index
         self._kept = np.arange(len(index))
         self._skipped: list[tuple[str, str]] = []
+        # Entries no scan could use (never opened): skipped by every subset alike.
+        self._unreachable: list[tuple[str, str]] = list(unreachable) if on_error == "skip" else []
         self._verbose = verbose
         if on_error == "skip":
             self._skip_unreadable(unreachable)
@@ -380,7 +382,8 @@ class ImageFolder:
         kept = np.isin(positions, self._kept)
         subset._kept = np.flatnonzero(kept)
         skipped_paths = {self._full_path(int(p)) for p in positions[~kept]}
-        subset._skipped = [item for item in self._skipped if item[0] in skipped_paths]
+        unreadable = self._skipped[len(self._unreachable) :]
+        subset._skipped = self._unreachable + [item for item in unreadable if item[0] in skipped_paths]
         return subset
 
     def __repr__(self) -> str:

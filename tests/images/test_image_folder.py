@@ -472,6 +472,25 @@ def test_skip_then_split_keeps_the_split_of_every_file(tmp_path: Path) -> None:
     assert train.filenames == skipping.filenames and train.skipped == skipping.skipped
 
 
+def test_an_entry_never_opened_is_skipped_alike_by_the_constructor_and_split(tmp_path: Path) -> None:
+    """A named pipe (never opened, so in no subset's files) is in `.skipped` of both sides,
+    whether the split came from the constructor or from .split() (which dropped it)."""
+    bad_folder(tmp_path)
+    os.mkfifo(tmp_path / "cat" / "pipe.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sides = [
+            kloader.ImageFolder(
+                tmp_path, image_size=8, on_error="skip", validation_split=0.5, subset=subset, seed=2
+            )
+            for subset in ("training", "validation")
+        ]
+        split = kloader.ImageFolder(tmp_path, image_size=8, on_error="skip").split(0.5, seed=2)
+    for side, other in zip(sides, split):
+        assert side.filenames == other.filenames and side.skipped == other.skipped
+        assert str(tmp_path / "cat" / "pipe.png") in {path for path, _ in side.skipped}
+
+
 # ---------------------------------------------------- workers and pickling
 
 
