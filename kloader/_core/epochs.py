@@ -252,9 +252,10 @@ class IteratorPasses:
     def trained_to(self) -> Position:
         """Where the batches the framework said it trained (in ended epochs, and so far in the
         one in progress) leave the cursor, whatever its read-ahead did: after the last of
-        them, or, when every pass was trained in full, where the cursor stands. The epoch a
+        them (when nothing was counted yet, where the cursor stands). The epoch a
         validation on the same loader reads."""
         with self._lock:
+            after_last_trained = None
             if self._counted or self._this_epoch:
                 in_progress = self._this_epoch
                 for made in self._in_training:
@@ -263,9 +264,12 @@ class IteratorPasses:
                     trained = made.trained + min(in_progress, made.handed_out - made.trained)
                     in_progress -= trained - made.trained
                     if made.handed_out_all and trained == made.handed_out:
+                        # Trained in full, completed or not yet (the framework's epoch end
+                        # may come after a validation starts): past its end.
+                        after_last_trained = made.position
                         continue
                     return self.cursor.normalised(made.start.epoch, made.start.batch + trained)
-            return self.cursor.position
+            return self.cursor.position if after_last_trained is None else after_last_trained
 
     def reset(self) -> None:
         """The framework threw away its passes (after building the model): none of them
