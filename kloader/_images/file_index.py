@@ -68,21 +68,32 @@ def split_positions(index: FileIndex, validation_split: float, seed: int) -> tup
 
     Every file gets a key that depends only on the seed and its relative path
     (BLAKE2b of the path, keyed by 8 bytes drawn from `split_bits(seed)`).
-    Files are grouped by label (one group without labels); in each group of n
-    files, the round(validation_split * n) files with the smallest keys go to
-    validation, the rest to training. So the split is stratified, the same on
-    every machine, backend and run, and it does not reshuffle when files are
-    added or removed: only files near a group's cut-off can change sides.
+    Files are grouped by label (one group without labels). The validation side
+    holds int(validation_split * N) of all N files (as Keras's does), shared out among the
+    groups in proportion to their sizes (largest remainders: each group of n
+    files gives floor(validation_split * n), and the groups with the largest
+    fractions left over give one more, ties broken by a key of the seed and the
+    label); in each group, the files with the smallest keys go to validation,
+    the rest to training. So the split is stratified, as large as asked, the
+    same on every machine, backend and run, and it does not reshuffle when files
+    are added or removed: only files near a group's cut-off can change sides.
     """
     salt = int(seeding.split_bits(seed).random_raw()).to_bytes(8, "little")
     keys = np.fromiter((_path_key(path, salt) for path in index.paths()), dtype=np.uint64, count=len(index))
     groups = np.zeros(len(index), np.int32) if index.labels is None else index.labels
+    members = {int(group): np.flatnonzero(groups == group) for group in np.unique(groups)}
+    exact = {group: validation_split * len(files) for group, files in members.items()}
+    counts = {group: int(np.floor(share)) for group, share in exact.items()}
+    left = int(validation_split * len(index)) - sum(counts.values())  # Keras's size
+    by_remainder = sorted(
+        counts, key=lambda group: (counts[group] - exact[group], _path_key(str(group), salt))
+    )
+    for group in by_remainder[:left]:
+        counts[group] += 1
     validation = np.zeros(len(index), dtype=bool)
-    for group in np.unique(groups):
-        members = np.flatnonzero(groups == group)
-        count = int(np.floor(validation_split * len(members) + 0.5))
-        ranked = members[np.lexsort((members, keys[members]))]
-        validation[ranked[:count]] = True
+    for group, files in members.items():
+        ranked = files[np.lexsort((files, keys[files]))]
+        validation[ranked[: counts[group]]] = True
     return np.flatnonzero(~validation), np.flatnonzero(validation)
 
 

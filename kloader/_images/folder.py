@@ -344,11 +344,13 @@ class ImageFolder:
         `ImageFolder(d, ..., validation_split=v, subset="training", seed=s)` is
         exactly `ImageFolder(d, ...).split(v, seed=s)[0]`, and "validation" is
         `[1]`. Rule: each file gets a key that depends only on the seed and its
-        path relative to `directory`; within each class (all files together
-        without labels) the round(v * n) files with the smallest keys are the
-        validation side. Stratified, disjoint, covering every file, the same on
-        every backend and run; adding or removing files does not reshuffle the
-        split, only files near a class's cut-off can change sides. Files that
+        path relative to `directory`; the validation side holds int(v * N) of
+        the N files, as Keras's, each class (all files together without labels) giving its
+        share, floor(v * n) or one more (largest remainders), of the files with
+        the smallest keys. Stratified, as large as asked, disjoint, covering
+        every file, the same on every backend and run; adding or removing files
+        does not reshuffle the split, only files near a class's cut-off can
+        change sides. Files that
         on_error="skip" left out stay out of both sides.
 
         Example:

@@ -284,6 +284,22 @@ def test_split_is_disjoint_covering_stratified_and_golden(tmp_path: Path) -> Non
     assert train.filenames == sorted(train.filenames), "each side keeps source order"
 
 
+@pytest.mark.parametrize(
+    ("classes", "per_class", "fraction"), [(40, 7, 0.2), (50, 5, 0.1), (30, 3, 0.2), (3, 10, 0.25)]
+)
+def test_the_validation_side_is_as_large_as_asked(classes: int, per_class: int, fraction: float) -> None:
+    """int(v * N) files in all, as in Keras, each class giving floor or ceil of v * n: with a
+    rounding per class, 50 classes of 5 files at 0.1 held out 50 files (20 %), Keras 25."""
+    paths = [f"c{c:02d}/{i}.png" for c in range(classes) for i in range(per_class)]
+    labels = [c for c in range(classes) for _ in range(per_class)]
+    folder = kloader.ImageFolder(paths=paths, labels=labels, image_size=4, verbose=False)
+    _, validation = folder.split(fraction, seed=3)
+    assert len(validation) == int(fraction * len(paths))  # Keras's size
+    assert validation.labels is not None
+    per = np.bincount(validation.labels, minlength=classes)
+    assert set(per.tolist()) <= {int(np.floor(fraction * per_class)), int(np.ceil(fraction * per_class))}
+
+
 def test_split_method_equals_the_constructor_and_depends_on_the_seed(tmp_path: Path) -> None:
     """.split(v, seed=s) gives exactly the two subsets; another seed gives another split."""
     split_folder(tmp_path)
