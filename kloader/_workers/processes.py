@@ -21,6 +21,7 @@ import pickle
 import signal
 import threading
 import time
+import traceback
 import warnings
 import weakref
 from collections import ChainMap
@@ -197,6 +198,19 @@ def _keep_as_is(result: Any) -> Any:
     return result
 
 
+def _clear_frames(error: BaseException) -> None:
+    """Clears the local variables of the frames an error passed through (its traceback still
+    says where), so that a start that failed half-way (the fork server gone under a Ctrl-C
+    sent to the whole process group) does not keep the half-built iterator, its queues and
+    their named semaphores, alive for as long as anything holds the error."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        traceback.clear_frames(link.__traceback__)
+        link = link.__cause__ or link.__context__
+
+
 def _drop_torch_frames(error: BaseException) -> None:
     """Forgets where in torch's iterator an error passed, so that the error does not
     keep the stopped iterator (its queues and semaphores) alive for as long as the
@@ -320,6 +334,7 @@ class WorkerProcesses:
     def _started(self, iterator: Any, error: BaseException | None) -> None:
         # Called by the starting thread when the processes are up (or failed to start).
         if error is not None:
+            _clear_frames(error)
             self._start_error = error
             self._close_pipes()
             return

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 
 import numpy as np
 import psutil
@@ -138,3 +139,29 @@ def test_every_exit_of_a_worker_is_a_worker_error_with_advice(how: str, expected
     ]
     _, alive = psutil.wait_procs(children, timeout=5)
     assert alive == [], str(error.value)
+
+
+def test_a_start_error_keeps_no_local_of_the_start_alive() -> None:
+    """A start that failed half-way (the fork server gone under a Ctrl-C sent to the whole
+    process group) left torch's half-built iterator in its traceback's frames: its queues'
+    named semaphores stayed in /dev/shm for as long as anything held the error (IPython
+    keeps the last one). The error kept for the report holds no local of those frames."""
+    from kloader._workers import processes
+
+    class HalfBuilt:
+        pass
+
+    def start(half_built: HalfBuilt) -> None:
+        raise ConnectionRefusedError("the fork server is gone")
+
+    held = HalfBuilt()
+    alive = weakref.ref(held)
+    try:
+        start(held)
+    except ConnectionRefusedError as caught:
+        error = caught
+    del held
+    assert alive() is not None, "the traceback's frame holds it"
+    processes._clear_frames(error)
+    assert alive() is None
+    assert error.__traceback__ is not None and "the fork server is gone" in str(error)
