@@ -75,6 +75,8 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
         self._steps: int | None = 0
         self._stopped = False
         self._tested: int | None = 0
+        # The CallbackList this callback is in (set by internals.add_callback).
+        self.keras_callbacks: Callable[[], Any] = _nothing
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         # self._model, not self.model: on JAX that property syncs the model's state.
@@ -112,6 +114,10 @@ class _EndOfCall(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_test_begin(self, logs: Any = None) -> None:
         self._tested = 0
+        if self._hook == "on_train_end":
+            # fit's validation: it reads the epoch the trained batches reached, all of them
+            # counted (Keras may still be running the last batch ends in its thread pool).
+            internals.finish_batch_ends(self.keras_callbacks())
 
     def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
         if self._tested is not None:
@@ -237,6 +243,10 @@ def _built_epoch_iterator(call: FrameType, epoch_iterator: Any) -> Any:
 
 def _key(call: FrameType, built: Any) -> CallKey:
     return (threading.get_ident(), id(call), call.f_code, id(built))
+
+
+def _nothing() -> None:
+    return None
 
 
 def _ignore_counted(key: CallKey, batches: int) -> None:

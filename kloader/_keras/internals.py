@@ -285,7 +285,19 @@ def add_callback(call: FrameType, callback: Any) -> bool:
     if getattr(callbacks, "params", None):
         callback.set_params(callbacks.params)
     callbacks.callbacks.append(callback)
+    callback.keras_callbacks = weakref.ref(callbacks)
     return True
+
+
+def finish_batch_ends(callbacks: CallbackList | None) -> None:
+    """Waits for the batch-end callbacks Keras still runs in its thread pool. On JAX and torch,
+    when no user callback overrides a batch-end hook (Keras >= 3.10 checks when it makes the
+    CallbackList, before kloader adds its own), Keras runs `on_train_batch_end` in a thread
+    and waits for it only at the epoch's end: after the validation has started."""
+    if callbacks is not None and getattr(callbacks, "_async_train", False):
+        # Keras 3.10 names it _clear_futures.
+        wait = getattr(callbacks, "_flush_futures", None) or callbacks._clear_futures
+        wait()
 
 
 @functools.cache

@@ -64,6 +64,32 @@ def test_one_loader_for_training_and_validation_keeps_the_training_epochs() -> N
     assert validated == list(range(12))
 
 
+class SlowAsyncBatchEnd(keras.callbacks.Callback):
+    """A batch-end callback that says it is safe to run in Keras's thread pool, and is slow:
+    on JAX and torch, Keras then runs every callback's `on_train_batch_end` in a thread, and
+    waits for them only at the epoch's end, after the validation has started."""
+
+    async_safe = True
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        time.sleep(0.05)
+
+
+def test_validation_on_the_training_loader_reads_the_next_epoch_though_keras_runs_batch_ends_late() -> None:
+    """validation_data=the training loader reads loader epoch e + 1 after Keras epoch e, also
+    when Keras runs the batch ends in its thread pool: the validation waits for them. It read
+    the epoch just trained when the last batch's end had not run yet (about one run in three
+    on torch with no callback of the user's, every run with this slow one)."""
+    recorder = IdRecorder()
+    loader = kloader.Loader(IdDataset(12), batch_size=4, seed=6, transform=jitter_label)
+    id_model(recorder).fit(
+        loader, epochs=3, validation_data=loader, verbose=0, callbacks=[recorder, SlowAsyncBatchEnd()]
+    )
+    epochs = expected_labels(loader, 4)  # 3 batches each
+    assert_labels(recorder.train, epochs[:9])
+    assert_labels(recorder.test, epochs[3:12])
+
+
 @pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
 def test_one_loader_for_training_and_validation_with_steps_per_epoch_validates_the_epoch_trained() -> None:
     """steps_per_epoch=2 on a 5-batch loader, validation_data=the loader: Keras epochs 0 and 1
