@@ -31,8 +31,9 @@ A loader's cursor moves in three ways:
   `stopped` in the middle of an epoch (Keras's `stop_training`), the batches
   of that epoch do not count: the cursor moves to where the epoch began (the
   pass's start, or the end of the Keras epoch before it in the same pass), and
-  the next call trains the epoch again, in full. Either way on every backend: on TensorFlow, whose pass completed as
-  tf.data prefetched its last batch, the cursor moves back.
+  the next call trains the epoch again, in full. Either way on every backend:
+  on TensorFlow, whose pass completed as tf.data prefetched its last batch,
+  the cursor moves back.
   An iterator that `reads_only` (validation on the loader that is training)
   reads whole epochs and never moves the cursor: the epoch that the batches
   the training iterator says it trained reached (`trained_to`), which
@@ -83,7 +84,7 @@ class IteratorPasses:
     Args:
         cursor: the loader's cursor.
         completes_on_last: a pass completes as it hands out its last batch.
-        reads_only: passes read whole epochs at the cursor's epoch and never complete.
+        reads_only: passes read whole epochs (at the cursor's epoch) and never complete.
         reads_beside: with `reads_only`, the passes that train from the same cursor:
             read the epoch their trained batches reached (`trained_to`) instead.
 
