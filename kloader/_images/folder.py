@@ -201,12 +201,14 @@ class ImageFolder:
         self._split = split
         self._index = index
         self._kept = np.arange(len(index))
-        self._skipped: list[tuple[str, str]] = []
-        # Entries no scan could use (never opened): skipped by every subset alike.
-        self._unreachable: list[tuple[str, str]] = list(unreachable) if on_error == "skip" else []
+        # What on_error="skip" left out: entries no scan could use (never opened), skipped by
+        # every subset alike, then the files of this index that cannot be read.
+        self._unreachable: list[tuple[str, str]] = []
+        self._unreadable: list[tuple[str, str]] = []
         self._verbose = verbose
         if on_error == "skip":
-            self._skip_unreadable(unreachable)
+            self._unreachable = list(unreachable)
+            self._skip_unreadable()
         if verbose:
             classes = "" if label_mode is None or names is None else f" belonging to {len(names)} classes"
             print(f"Found {found} files{classes}.")
@@ -220,13 +222,17 @@ class ImageFolder:
 
     # ------------------------------------------------------------- files
 
-    def _skip_unreadable(self, unreachable: list[tuple[str, str]]) -> None:
-        """Checks every file once and leaves out those that fail, after `unreachable` (never opened)."""
+    @property
+    def _skipped(self) -> list[tuple[str, str]]:
+        return self._unreachable + self._unreadable
+
+    def _skip_unreadable(self) -> None:
+        """Checks every file once and leaves out those that fail."""
         paths = [self._full_path(p) for p in range(len(self._index))]
         with ThreadPoolExecutor(max_workers=min(_CHECK_THREADS, os.cpu_count() or 1)) as pool:
             reasons = list(pool.map(lambda path: decode.check(path, self._spec), paths))
         bad = [position for position, reason in enumerate(reasons) if reason is not None]
-        self._skipped = list(unreachable) + [(paths[p], reasons[p] or "") for p in bad]
+        self._unreadable = [(paths[p], reasons[p] or "") for p in bad]
         self._kept = np.flatnonzero(np.array([reason is None for reason in reasons], dtype=bool))
         if len(self._kept) == 0:
             raise ValueError(
@@ -235,7 +241,7 @@ class ImageFolder:
             )
         if self._skipped:
             first_path, first_reason = self._skipped[0]
-            total = len(paths) + len(unreachable)
+            total = len(paths) + len(self._unreachable)
             warnings.warn(
                 f"kloader.ImageFolder skipped {len(self._skipped)} of {total} files that cannot be read "
                 f"(listed in .skipped); the first: {first_path}: {first_reason}",
@@ -384,8 +390,7 @@ class ImageFolder:
         kept = np.isin(positions, self._kept)
         subset._kept = np.flatnonzero(kept)
         skipped_paths = {self._full_path(int(p)) for p in positions[~kept]}
-        unreadable = self._skipped[len(self._unreachable) :]
-        subset._skipped = self._unreachable + [item for item in unreadable if item[0] in skipped_paths]
+        subset._unreadable = [item for item in self._unreadable if item[0] in skipped_paths]
         return subset
 
     def __repr__(self) -> str:
