@@ -156,8 +156,7 @@ class WorkerPool:
                     if not still_wanted():
                         break
                     self._start()
-                    self._workers_deliver = True
-                    self._plan.continue_from(task)
+                    self._workers_make_from(task)
         return self._maker.make(task.seed, task.epoch, task.indices)
 
     def _make_while_starting(self, task: Task, still_wanted: Callable[[], bool]) -> Any:
@@ -178,8 +177,7 @@ class WorkerPool:
                     # A timeout watches the workers: with one, they make every batch, the
                     # first ones too, so that a batch that never ends is reported wherever
                     # it is (made here, it would block the loop with nothing to stop it).
-                    self._workers_deliver = True
-                    self._plan.continue_from(task)
+                    self._workers_make_from(task)
                     return _NOT_MADE
                 taking_over = processes.some_worker_started()
                 was_coming = self._plan.is_coming(task.key)
@@ -204,9 +202,13 @@ class WorkerPool:
                 if not still_wanted():
                     raise
                 self._start()
-                self._workers_deliver = True
-                self._plan.continue_from(task)
+                self._workers_make_from(task)
             return _NOT_MADE
+
+    def _workers_make_from(self, task: Task) -> None:
+        """From `task` on, the workers make every batch (called under self._lock)."""
+        self._workers_deliver = True
+        self._plan.continue_from(task)
 
     def _hand_over(self, processes: WorkerProcesses) -> bool:
         """Collects the results of the tasks made here meanwhile (the workers skip

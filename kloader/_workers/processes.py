@@ -198,17 +198,23 @@ def _keep_as_is(result: Any) -> Any:
     return result
 
 
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then its cause (or context), and so on, each once."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
 def _clear_frames(error: BaseException) -> None:
     """Clears the local variables of the frames an error passed through (its traceback still
     says where), so that a start that failed half-way (the fork server gone under a Ctrl-C
     sent to the whole process group) does not keep the half-built iterator, its queues and
     their named semaphores, alive for as long as anything holds the error."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
+    for link in _chain(error):
         traceback.clear_frames(link.__traceback__)
-        link = link.__cause__ or link.__context__
 
 
 def _drop_torch_frames(error: BaseException) -> None:
@@ -216,12 +222,8 @@ def _drop_torch_frames(error: BaseException) -> None:
     keep the stopped iterator (its queues and semaphores) alive for as long as the
     user holds the error. What matters is kept: the message, which for an error in
     a worker carries the worker's traceback, and the chain of causes."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
+    for link in _chain(error):
         link.__traceback__ = None
-        link = link.__cause__ or link.__context__
 
 
 def _start_in_thread(
