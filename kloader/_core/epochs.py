@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kloader._core.cursor import Cursor, Position
@@ -177,19 +177,24 @@ class IteratorPasses:
         handed out, in the order they handed them out (discarded passes never train)."""
         with self._lock:
             self._counted = True
-            for made in self._in_training:
-                if made.discarded:
-                    continue
-                taken = min(batches, made.handed_out - made.trained)
+            for made, taken in self._shared_out(batches):
                 made.trained += taken
-                batches -= taken
-                if batches == 0:
-                    break
             self._in_training = [
                 made
                 for made in self._in_training
                 if not made.discarded and not (made.completed and made.trained == made.handed_out)
             ]
+
+    def _shared_out(self, batches: int) -> Iterator[tuple[Pass, int]]:
+        """Each pass in training, with how many of `batches` more trained batches are its:
+        the next ones the passes handed out, in the order they handed them out (discarded
+        passes never train)."""
+        for made in self._in_training:
+            if made.discarded:
+                continue
+            taken = min(batches, made.handed_out - made.trained)
+            batches -= taken
+            yield made, taken
 
     def evaluated(self, batches: int) -> None:
         """An evaluation (one epoch, after which the framework throws its pass away) used
@@ -258,12 +263,8 @@ class IteratorPasses:
         with self._lock:
             after_last_trained = None
             if self._counted or self._this_epoch:
-                in_progress = self._this_epoch
-                for made in self._in_training:
-                    if made.discarded:
-                        continue
-                    trained = made.trained + min(in_progress, made.handed_out - made.trained)
-                    in_progress -= trained - made.trained
+                for made, in_progress in self._shared_out(self._this_epoch):
+                    trained = made.trained + in_progress
                     if made.handed_out_all and trained == made.handed_out:
                         # Trained in full, completed or not yet (the framework's epoch end
                         # may come after a validation starts): past its end.
